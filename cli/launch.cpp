@@ -1,0 +1,195 @@
+// Launcher: broker + supervisor + embedded threads + child processes with forwarded logs.
+#include "launch.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "neat/bus/broker.hpp"
+#include "neat/components/host.hpp"
+
+extern char** environ;
+
+namespace neat::cli {
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) { g_stop.store(true); }
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;
+  int out_fd = -1;
+  std::thread forwarder;
+};
+
+// Copies a child's output to stderr line by line with a "[name] " prefix.
+void forward_lines(int fd, std::string name) {
+  std::string pending;
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    pending.append(buf, static_cast<std::size_t>(n));
+    std::size_t pos;
+    while ((pos = pending.find('\n')) != std::string::npos) {
+      std::string line = "[" + name + "] " + pending.substr(0, pos + 1);
+      (void)!::write(STDERR_FILENO, line.data(), line.size());
+      pending.erase(0, pos + 1);
+    }
+  }
+  if (!pending.empty()) {
+    std::string line = "[" + name + "] " + pending + "\n";
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
+  }
+  ::close(fd);
+}
+
+Child spawn_component(const LaunchOptions& o, const std::string& name) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
+  std::vector<std::string> args = {o.neat_binary.string(), "component", name,
+                                   "--pipeline", o.spec.file.string(), "--run-id", o.run_id,
+                                   "--parent-pid", std::to_string(::getpid())};
+  for (auto& a : override_args(o.overrides)) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, o.neat_binary.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    throw std::runtime_error("cannot spawn " + o.neat_binary.string() + " for component '" +
+                             name + "': " + std::strerror(rc));
+  }
+  Child c;
+  c.name = name;
+  c.pid = pid;
+  c.out_fd = fds[0];
+  c.forwarder = std::thread(forward_lines, fds[0], name);
+  return c;
+}
+
+// Waits for a child up to `grace`, then SIGTERM, then SIGKILL.
+void reap(Child& c, std::chrono::milliseconds grace) {
+  auto wait_for = [&](std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+  if (!wait_for(grace)) {
+    ::kill(c.pid, SIGTERM);
+    if (!wait_for(std::chrono::milliseconds(2000))) {
+      spdlog::warn("launcher: {} (pid {}) ignored SIGTERM; killing", c.name, c.pid);
+      ::kill(c.pid, SIGKILL);
+      ::waitpid(c.pid, nullptr, 0);
+    }
+  }
+  if (c.forwarder.joinable()) c.forwarder.join();
+}
+
+}  // namespace
+
+std::atomic<bool>& install_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  return g_stop;
+}
+
+std::vector<std::string> override_args(const components::PipelineOverrides& o) {
+  std::vector<std::string> args;
+  if (o.transport) {
+    args.push_back("--transport");
+    args.push_back(*o.transport == bus::Transport::tcp ? "tcp" : "ipc");
+  }
+  if (o.tcp_base_port) {
+    args.push_back("--tcp-base-port");
+    args.push_back(std::to_string(*o.tcp_base_port));
+  }
+  return args;
+}
+
+coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& stop) {
+  zmq::context_t context(2);
+  const auto& spec = o.spec;
+  std::vector<bus::BusEndpoints> bind = {spec.endpoints(o.run_id, true)};
+  if (spec.any_separate() || o.expose) bind.push_back(spec.endpoints(o.run_id, false));
+  bus::Broker broker(context, {bind, spec.hwm});
+  std::vector<std::string> control;
+  for (const auto& b : bind) control.push_back(b.control);
+  coordinator::Supervisor supervisor(context, spec, control, o.out_dir);
+
+  std::atomic<bool> stop_embedded{false};
+  std::vector<std::thread> threads;
+  std::vector<Child> children;
+  const auto& registry = components::builtin_registry();
+  for (const auto& c : spec.components) {
+    if (c.process == components::Process::separate) {
+      children.push_back(spawn_component(o, c.name));
+      continue;
+    }
+    components::HostOptions h;
+    h.name = c.name;
+    h.kind = c.kind;
+    h.node = spec.node_options(c.name, o.run_id, true);
+    h.control_endpoint = spec.endpoints(o.run_id, true).control;
+    h.heartbeat_interval = spec.heartbeat_interval;
+    h.out_dir = o.out_dir;
+    threads.emplace_back([&context, &registry, &stop_embedded, h, kind = c.kind]() mutable {
+      components::ComponentHost host(context, h, registry.get(kind).create());
+      host.run(stop_embedded);
+    });
+  }
+  auto outcome = supervisor.run(stop);
+  stop_embedded = true;
+  for (auto& t : threads) t.join();
+  for (auto& c : children) reap(c, spec.shutdown_timeout);
+
+  std::filesystem::create_directories(o.out_dir);
+  auto j = outcome.to_json();
+  j["pipeline"] = spec.name;
+  j["run_id"] = o.run_id;
+  std::ofstream(o.out_dir / "run.json") << j.dump(2) << "\n";
+  return outcome;
+}
+
+int run_component_process(const components::PipelineSpec& spec, const std::string& name,
+                          const std::string& run_id, const std::atomic<bool>& stop) {
+  const auto& c = spec.component(name);
+  components::HostOptions h;
+  h.name = c.name;
+  h.kind = c.kind;
+  h.node = spec.node_options(c.name, run_id, false);
+  h.control_endpoint = spec.endpoints(run_id, false).control;
+  h.heartbeat_interval = spec.heartbeat_interval;
+  zmq::context_t context(1);
+  components::ComponentHost host(context, h, components::builtin_registry().get(c.kind).create());
+  return host.run(stop);
+}
+
+}  // namespace neat::cli

@@ -1,0 +1,265 @@
+// The `neat` executable: one binary, sub-commands (run, launch, component, broker, topic, hw,
+// config). Every sub-command has --help.
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include "launch.hpp"
+#include "neat/bus/broker.hpp"
+#include "neat/config/schema.hpp"
+#include "neat/hardware/detect.hpp"
+#include "neat/hardware/profile.hpp"
+#include "topic_tools.hpp"
+
+namespace {
+
+using namespace neat;
+
+std::filesystem::path config_dir() {
+  if (const char* env = std::getenv("NEAT_CONFIG_DIR")) return env;
+  return std::filesystem::path(NEAT_SOURCE_DIR) / "configs";
+}
+
+std::filesystem::path self_exe() { return std::filesystem::read_symlink("/proc/self/exe"); }
+
+struct ShapeFlags {
+  std::string process, transport;
+  int tcp_base_port = 0;
+  components::PipelineOverrides to_overrides() const {
+    components::PipelineOverrides o;
+    if (!process.empty()) {
+      o.process = process == "separate" ? components::Process::separate
+                                        : components::Process::embedded;
+    }
+    if (!transport.empty()) o.transport = bus::parse_transport(transport);
+    if (tcp_base_port > 0) o.tcp_base_port = tcp_base_port;
+    return o;
+  }
+  void add(CLI::App* app, bool with_process) {
+    if (with_process) {
+      app->add_option("--process", process, "run every component embedded or separate")
+          ->check(CLI::IsMember({"embedded", "separate"}));
+    }
+    app->add_option("--transport", transport, "inter-process transport")
+        ->check(CLI::IsMember({"ipc", "tcp"}));
+    app->add_option("--tcp-base-port", tcp_base_port, "first of the 5 tcp ports");
+  }
+};
+
+components::PipelineSpec load_spec(const std::string& file, const ShapeFlags& shape,
+                                   const std::vector<std::string>& inputs = {}) {
+  auto spec = components::load_pipeline(file, components::builtin_registry());
+  auto o = shape.to_overrides();
+  o.inputs = inputs;
+  components::apply_overrides(spec, o);
+  if (spec.log_level != "info" && spdlog::get_level() == spdlog::level::info) {
+    spdlog::set_level(spdlog::level::from_str(spec.log_level));
+  }
+  return spec;
+}
+
+void print_report_table(const std::filesystem::path& report_file) {
+  std::ifstream in(report_file);
+  if (!in) return;
+  auto report = nlohmann::json::parse(in, nullptr, false);
+  if (report.is_discarded() || !report.contains("documents")) return;
+  std::cout << std::left << std::setw(48) << "document" << std::right << std::setw(10) << "bytes"
+            << std::setw(16) << "order-0 bits/B" << "\n";
+  for (const auto& d : report["documents"]) {
+    std::string path = d.value("path", "");
+    if (path.size() > 46) path = "..." + path.substr(path.size() - 43);
+    std::cout << std::left << std::setw(48) << path << std::right << std::setw(10)
+              << d.value("bytes", 0) << std::setw(16) << std::fixed << std::setprecision(3)
+              << d.value("entropy_bits_per_byte", 0.0) << "\n";
+  }
+  const auto& t = report["totals"];
+  std::cout << std::left << std::setw(48) << ("total (" + std::to_string(t.value("documents", 0)) +
+                                              " documents)")
+            << std::right << std::setw(10) << t.value("bytes", 0) << std::setw(16)
+            << t.value("mean_order0_bits_per_byte", 0.0) << "\n";
+}
+
+int do_launch(const std::string& pipeline, const ShapeFlags& shape,
+              const std::vector<std::string>& inputs, const std::string& out,
+              std::string run_id, bool print_table) {
+  auto& stop = cli::install_stop_signals();
+  cli::LaunchOptions o;
+  o.spec = load_spec(pipeline, shape, inputs);
+  o.overrides = shape.to_overrides();
+  o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;
+  o.out_dir = out;
+  o.neat_binary = self_exe();
+  spdlog::info("launching pipeline '{}' (run id {}, output {})", o.spec.name, o.run_id, out);
+  auto outcome = cli::launch(o, stop);
+  if (print_table && outcome.completed) print_report_table(std::filesystem::path(out) / "report.json");
+  if (!outcome.completed) {
+    spdlog::error("run did not complete: {}", outcome.error);
+    return outcome.interrupted ? 130 : 1;
+  }
+  spdlog::info("run complete in {:.2f} s; {}/run.json", outcome.wall_seconds, out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"neat: four neural components on a ZeroMQ bus under a test-time-learning "
+               "coordinator"};
+  app.set_version_flag("--version", std::string("neat ") + NEAT_VERSION);
+  app.require_subcommand(1);
+  int verbose = 0;
+  app.add_flag("-v,--verbose", verbose, "more log output (-v debug, -vv trace)");
+
+  // run
+  auto* run = app.add_subcommand("run", "run the main job (for now: the demo pipeline) and "
+                                        "print its report");
+  std::string run_pipeline = (config_dir() / "pipelines/demo.yaml").string();
+  std::string run_out = "out", run_profile, run_id;
+  std::vector<std::string> run_inputs;
+  ShapeFlags run_shape;
+  run->add_option("--pipeline", run_pipeline, "pipeline YAML")->capture_default_str();
+  run->add_option("--out", run_out, "output directory")->capture_default_str();
+  run->add_option("--profile", run_profile, "hardware profile name (default: detected)");
+  run->add_option("--run-id", run_id, "name of this run's endpoints");
+  run->add_option("inputs", run_inputs, "files or directories (default: the pipeline's)");
+  run_shape.add(run, true);
+
+  // launch
+  auto* launch = app.add_subcommand("launch", "start a pipeline: broker, coordinator, embedded "
+                                              "threads and separate processes");
+  std::string launch_pipeline, launch_out = "out", launch_id;
+  ShapeFlags launch_shape;
+  launch->add_option("pipeline", launch_pipeline, "pipeline YAML")->required();
+  launch->add_option("--out", launch_out, "output directory")->capture_default_str();
+  launch->add_option("--run-id", launch_id, "name of this run's endpoints");
+  launch_shape.add(launch, true);
+
+  // component
+  auto* comp = app.add_subcommand("component", "run one component of a pipeline as this process");
+  std::string comp_name, comp_pipeline, comp_id;
+  int parent_pid = 0;
+  ShapeFlags comp_shape;
+  comp->add_option("name", comp_name, "component name in the pipeline")->required();
+  comp->add_option("--pipeline,--config", comp_pipeline, "pipeline YAML")->required();
+  comp->add_option("--run-id", comp_id, "the launcher's run id")->required();
+  comp->add_option("--parent-pid", parent_pid, "exit when this process dies");
+  comp_shape.add(comp, false);
+
+  // broker
+  auto* broker = app.add_subcommand("broker", "run a standalone broker for a pipeline's endpoints");
+  std::string broker_pipeline, broker_id;
+  ShapeFlags broker_shape;
+  broker->add_option("pipeline", broker_pipeline, "pipeline YAML")->required();
+  broker->add_option("--run-id", broker_id, "run id")->required();
+  broker_shape.add(broker, false);
+
+  // topic
+  auto* topic = app.add_subcommand("topic", "live introspection of a running bus");
+  topic->require_subcommand(1);
+  std::string topic_pipeline, topic_id, topic_prefix;
+  double window_s = 1.0;
+  std::size_t topic_count = 0;
+  ShapeFlags topic_shape;
+  for (auto* t : {topic->add_subcommand("list", "topics seen in one window, with rates"),
+                  topic->add_subcommand("echo", "print messages as JSON"),
+                  topic->add_subcommand("hz", "rate, bandwidth and drops per topic")}) {
+    t->add_option("--pipeline", topic_pipeline, "pipeline YAML of the run")->required();
+    t->add_option("--run-id", topic_id, "the run's id (printed by neat launch)")->required();
+    t->add_option("prefix", topic_prefix, "topic prefix (default: all)");
+    t->add_option("--window", window_s, "seconds per measurement window");
+    t->add_option("-n,--count", topic_count, "stop after N messages (echo) or windows (hz)");
+    topic_shape.add(t, false);
+  }
+
+  // hw
+  auto* hw = app.add_subcommand("hw", "print the detected hardware and the profile it selects");
+  std::string hw_profile;
+  hw->add_option("--profile", hw_profile, "force a profile by name");
+
+  // config check
+  auto* check = app.add_subcommand("check", "validate a pipeline YAML file");
+  std::string check_file;
+  check->add_option("pipeline", check_file, "pipeline YAML")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  if (verbose == 1) spdlog::set_level(spdlog::level::debug);
+  if (verbose >= 2) spdlog::set_level(spdlog::level::trace);
+
+  try {
+    if (*run) {
+      if (!run_profile.empty() || true) {
+        std::vector<std::string> warnings;
+        auto profile = hardware::resolve_profile(
+            config_dir() / "profiles", hardware::detect_hardware(),
+            run_profile.empty() ? std::nullopt : std::optional<std::string>(run_profile),
+            &warnings);
+        for (const auto& w : warnings) spdlog::warn("{}", w);
+        spdlog::info("hardware profile: {}", profile.name);
+      }
+      return do_launch(run_pipeline, run_shape, run_inputs, run_out, run_id, true);
+    }
+    if (*launch) return do_launch(launch_pipeline, launch_shape, {}, launch_out, launch_id, false);
+    if (*comp) {
+      if (parent_pid > 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent_pid) return 1;  // the launcher died before we got here
+      }
+      auto& stop = cli::install_stop_signals();
+      auto spec = load_spec(comp_pipeline, comp_shape);
+      return cli::run_component_process(spec, comp_name, comp_id, stop);
+    }
+    if (*broker) {
+      auto& stop = cli::install_stop_signals();
+      auto spec = load_spec(broker_pipeline, broker_shape);
+      zmq::context_t ctx(2);
+      bus::Broker b(ctx, {{spec.endpoints(broker_id, false)}, spec.hwm});
+      spdlog::info("broker for '{}' (run id {}) running; Ctrl-C stops", spec.name, broker_id);
+      while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      return 0;
+    }
+    if (*topic) {
+      auto& stop = cli::install_stop_signals();
+      auto spec = load_spec(topic_pipeline, topic_shape);
+      cli::TopicToolOptions o;
+      o.endpoints = spec.endpoints(topic_id, false);
+      o.prefix = topic_prefix;
+      o.window = std::chrono::milliseconds(static_cast<long>(window_s * 1000));
+      if (topic_count > 0) o.count = topic_count;
+      auto* sub = topic->get_subcommands().front();
+      if (sub->get_name() == "echo") return cli::topic_echo(o, std::cout, stop);
+      if (sub->get_name() == "hz") return cli::topic_hz(o, std::cout, stop);
+      return cli::topic_list(o, std::cout, stop);
+    }
+    if (*hw) {
+      auto info = hardware::detect_hardware();
+      std::cout << hardware::to_string(info) << "\n";
+      std::vector<std::string> warnings;
+      auto profile = hardware::resolve_profile(
+          config_dir() / "profiles", info,
+          hw_profile.empty() ? std::nullopt : std::optional<std::string>(hw_profile), &warnings);
+      for (const auto& w : warnings) std::cout << "warning: " << w << "\n";
+      std::cout << hardware::to_string(profile) << "\n";
+      return 0;
+    }
+    if (*check) {
+      auto spec = components::load_pipeline(check_file, components::builtin_registry());
+      std::cout << check_file << ": ok (" << spec.components.size() << " components)\n";
+      return 0;
+    }
+  } catch (const config::ConfigError& e) {
+    for (const auto& i : e.issues()) std::cerr << i.str() << "\n";
+    std::cerr << "neat: configuration rejected (" << e.issues().size() << " issue(s))\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "neat: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

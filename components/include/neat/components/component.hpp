@@ -1,0 +1,82 @@
+// The Component interface: what every neat node (blt, titans, t2, mvot, source, sink, ...)
+// provides so that the host can run it embedded (a thread) or as its own process.
+// Lifecycle: configure -> activate -> (messages, step) -> deactivate -> shutdown.
+// Invariant: a component touches the bus only through its Context, on its executor thread.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+#include <yaml-cpp/yaml.h>
+
+#include "neat/bus/node.hpp"
+#include "neat/config/schema.hpp"
+
+namespace neat::components {
+
+/// What a component sees of its runtime: its name, its bus node, its logger, and a way to say
+/// that its work is complete.
+class Context {
+ public:
+  Context(std::string name, bus::Node& node, std::shared_ptr<spdlog::logger> logger)
+      : name_(std::move(name)), node_(node), logger_(std::move(logger)) {}
+  const std::string& name() const { return name_; }
+  bus::Node& node() { return node_; }
+  spdlog::logger& log() { return *logger_; }
+  /// Reports to the coordinator that this component has finished its stream (e.g. the sink
+  /// wrote its report). `summary` is a JSON text forwarded to the coordinator.
+  void finish(std::string summary = "{}") {
+    finished_ = true;
+    summary_ = std::move(summary);
+  }
+  bool finished() const { return finished_; }
+  const std::string& summary() const { return summary_; }
+  /// Directory for outputs (reports, plots), given by the coordinator (`--out`).
+  const std::filesystem::path& out_dir() const { return out_dir_; }
+  void set_out_dir(std::filesystem::path dir) { out_dir_ = std::move(dir); }
+
+ private:
+  std::string name_;
+  bus::Node& node_;
+  std::shared_ptr<spdlog::logger> logger_;
+  bool finished_ = false;
+  std::string summary_;
+  std::filesystem::path out_dir_ = ".";
+};
+
+class Component {
+ public:
+  virtual ~Component() = default;
+
+  /// Reads the component's `config:` block (already validated against schema()) and registers
+  /// its subscriptions on ctx.node(). Throws std::invalid_argument on a value it cannot use.
+  virtual void configure(const YAML::Node& config, Context& ctx) = 0;
+
+  /// Exact topics this component publishes; known after configure(). The coordinator holds
+  /// them back until every subscriber of each topic has confirmed its subscription.
+  virtual std::vector<std::string> publishes() const = 0;
+
+  /// Called once all subscriptions of the pipeline are confirmed.
+  virtual void activate(Context&) {}
+  virtual void deactivate(Context&) {}
+
+  /// Called by the executor while active and no message is waiting. Returns true if it did
+  /// work and wants to be called again at once (a source publishing its next chunk).
+  virtual bool step(Context&) { return false; }
+
+  /// State as msgpack bytes (checkpoint); restore() takes what snapshot() returned.
+  virtual std::string snapshot() const { return {}; }
+  virtual void restore(std::string_view /*bytes*/) {}
+
+  /// Component-specific statistics for the report.
+  virtual nlohmann::json stats() const { return nlohmann::json::object(); }
+
+  virtual void shutdown(Context&) {}
+};
+
+}  // namespace neat::components

@@ -1,0 +1,49 @@
+// The host: runs one Component on the calling thread (its executor), connected to the bus and
+// to the coordinator's control plane. The same host runs a component embedded (a thread of
+// the neat process, inproc) or as its own process (`neat component NAME`, ipc or tcp).
+// Invariants: every callback of the component runs on this thread; heartbeats come from a
+// separate thread so that a handler blocked by lossless back-pressure is not taken for dead.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "neat/bus/node.hpp"
+#include "neat/components/component.hpp"
+
+namespace neat::components {
+
+struct HostOptions {
+  std::string name;
+  std::string kind;
+  bus::NodeOptions node;
+  std::string control_endpoint;
+  std::chrono::milliseconds heartbeat_interval{200};
+  std::chrono::milliseconds stats_interval{500};
+  std::chrono::milliseconds probe_interval{20};
+  /// Directory for the component's outputs (reports); the coordinator may override it in the
+  /// configure command.
+  std::filesystem::path out_dir = ".";
+};
+
+class ComponentHost {
+ public:
+  ComponentHost(zmq::context_t& context, HostOptions options,
+                std::unique_ptr<Component> component);
+  /// Registers with the coordinator and serves its commands until `shutdown` arrives or
+  /// `stop` becomes true. Returns 0 after an orderly shutdown, 1 after a failure (logged and
+  /// reported to the coordinator as `error`).
+  int run(const std::atomic<bool>& stop);
+
+ private:
+  zmq::context_t& context_;
+  HostOptions options_;
+  std::unique_ptr<Component> component_;
+};
+
+}  // namespace neat::components

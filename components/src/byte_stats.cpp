@@ -1,0 +1,64 @@
+// byte_stats: histogram and order-0 entropy per document.
+#include "neat/components/byte_stats.hpp"
+
+#include <cmath>
+
+#include "neat/components/messages.hpp"
+
+namespace neat::components {
+
+config::Schema ByteStats::schema() {
+  using config::Schema;
+  return Schema::map()
+      .optional("input", Schema::string(), "topic of InputChunk messages (default input.item)")
+      .optional("output", Schema::string(), "topic for DocByteStats (default byte_stats.doc)");
+}
+
+double order0_entropy_bits(const std::array<std::uint64_t, 256>& h) {
+  std::uint64_t n = 0;
+  for (auto c : h) n += c;
+  if (n == 0) return 0.0;
+  double entropy = 0.0;
+  for (auto c : h) {
+    if (c == 0) continue;
+    const double p = static_cast<double>(c) / static_cast<double>(n);
+    entropy -= p * std::log2(p);
+  }
+  return entropy;
+}
+
+void ByteStats::configure(const YAML::Node& config, Context& ctx) {
+  if (config["input"]) input_ = config["input"].as<std::string>();
+  if (config["output"]) output_ = config["output"].as<std::string>();
+  bus::subscribe<InputChunk>(
+      ctx.node(), input_, [this, &ctx](const InputChunk& chunk, const bus::Message& m) {
+        auto tensors = m.tensors();
+        if (tensors.size() != 1 || tensors[0].desc().dtype != bus::DType::u8) {
+          throw bus::PayloadError("InputChunk must carry one u8 tensor 'bytes'");
+        }
+        auto& hist = open_.try_emplace(chunk.doc_id).first->second;
+        auto bytes = tensors[0].bytes();
+        for (auto b : bytes) ++hist[static_cast<std::uint8_t>(b)];
+        bytes_ += bytes.size();
+        if (!chunk.last) return;
+        DocByteStats out;
+        out.doc_id = chunk.doc_id;
+        out.path = chunk.path;
+        out.histogram.assign(hist.begin(), hist.end());
+        for (auto c : hist) out.bytes += c;
+        out.entropy_bits_per_byte = order0_entropy_bits(hist);
+        open_.erase(chunk.doc_id);
+        ++documents_;
+        bus::publish(ctx.node(), output_, out);
+      });
+  bus::subscribe<EndOfStream>(ctx.node(), input_,
+                              [this, &ctx](const EndOfStream& eos, const bus::Message&) {
+                                bus::publish(ctx.node(), output_, EndOfStream{documents_, eos.bytes});
+                              });
+}
+
+nlohmann::json ByteStats::stats() const {
+  return {{"documents", documents_}, {"bytes", bytes_}, {"open_documents", open_.size()}};
+}
+
+}  // namespace neat::components

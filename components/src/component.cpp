@@ -1,0 +1,2 @@
+// Out-of-line anchor for the Component vtable.
+#include "neat/components/component.hpp"

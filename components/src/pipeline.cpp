@@ -1,0 +1,190 @@
+// Pipeline file schema, loading and derived endpoints.
+#include "neat/components/pipeline.hpp"
+
+#include <set>
+
+#include "neat/config/bytes.hpp"
+#include <stdexcept>
+
+namespace neat::components {
+
+using config::Schema;
+
+config::Schema pipeline_schema() {
+  auto topic = Schema::map().required("delivery", Schema::one_of({"lossless", "lossy"}),
+                                      "lossless: publisher blocks, nothing dropped; lossy: "
+                                      "drops allowed and counted from sequence gaps");
+  auto bus = Schema::map()
+                 .optional("transport", Schema::one_of({"ipc", "tcp"}),
+                           "transport between processes (embedded components use inproc)")
+                 .optional("tcp_host", Schema::string(), "host the broker binds for tcp")
+                 .optional("tcp_base_port", Schema::integer(1024, 65530),
+                           "tcp ports base .. base+4 (lossless in/out, lossy in/out, control)")
+                 .optional("ipc_dir", Schema::string(), "directory of ipc socket files")
+                 .optional("hwm", Schema::integer(1, 1000000), "high-water mark, messages")
+                 .optional("max_message_bytes", Schema::bytes(1024, 1ull << 32),
+                           "largest accepted message (all frames)")
+                 .optional("topics", Schema::dict(topic), "delivery policy by topic prefix");
+  auto control = Schema::map()
+                     .optional("heartbeat_interval_ms", Schema::integer(10, 60000))
+                     .optional("heartbeat_timeout_ms", Schema::integer(50, 600000),
+                               "a component silent this long is reported missing")
+                     .optional("startup_timeout_ms", Schema::integer(100, 600000))
+                     .optional("shutdown_timeout_ms", Schema::integer(100, 600000));
+  auto component = Schema::map()
+                       .required("kind", Schema::string(), "registered component kind")
+                       .optional("process", Schema::one_of({"embedded", "separate"}),
+                                 "embedded: a thread of the neat process; separate: its own")
+                       .optional("config", Schema::any(), "the kind's own settings");
+  return Schema::map()
+      .required("name", Schema::string())
+      .optional("bus", bus)
+      .optional("control", control)
+      .optional("log_level",
+                Schema::one_of({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      .required("finish_when", Schema::list(Schema::string(), 1),
+                "the run ends when all of these components report done")
+      .required("components", Schema::dict(component));
+}
+
+namespace {
+
+config::Issue issue_at(const std::filesystem::path& file, const YAML::Node& node,
+                       const std::string& path, const std::string& message) {
+  const auto mark = node.Mark();
+  return {file.string(), mark.line + 1, mark.column + 1, path, message};
+}
+
+}  // namespace
+
+PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& registry) {
+  const YAML::Node root = config::load_file(file, pipeline_schema());
+  std::vector<config::Issue> issues;
+  PipelineSpec spec;
+  spec.file = file;
+  spec.name = root["name"].as<std::string>();
+  if (const auto bus = root["bus"]) {
+    if (bus["transport"]) spec.transport = bus::parse_transport(bus["transport"].as<std::string>());
+    if (bus["tcp_host"]) spec.tcp_host = bus["tcp_host"].as<std::string>();
+    if (bus["tcp_base_port"]) spec.tcp_base_port = bus["tcp_base_port"].as<int>();
+    if (bus["ipc_dir"]) spec.ipc_dir = bus["ipc_dir"].as<std::string>();
+    if (bus["hwm"]) spec.hwm = bus["hwm"].as<int>();
+    if (bus["max_message_bytes"]) {
+      spec.max_message_bytes = config::parse_bytes(bus["max_message_bytes"].as<std::string>());
+    }
+    for (const auto& t : bus["topics"]) {
+      spec.policies.push_back({t.first.as<std::string>(),
+                               t.second["delivery"].as<std::string>() == "lossy"
+                                   ? bus::Delivery::lossy
+                                   : bus::Delivery::lossless});
+    }
+  }
+  if (const auto c = root["control"]) {
+    auto ms = [&](const char* key, std::chrono::milliseconds& out) {
+      if (c[key]) out = std::chrono::milliseconds(c[key].as<std::int64_t>());
+    };
+    ms("heartbeat_interval_ms", spec.heartbeat_interval);
+    ms("heartbeat_timeout_ms", spec.heartbeat_timeout);
+    ms("startup_timeout_ms", spec.startup_timeout);
+    ms("shutdown_timeout_ms", spec.shutdown_timeout);
+    if (spec.heartbeat_timeout <= spec.heartbeat_interval) {
+      issues.push_back(issue_at(file, c, "control.heartbeat_timeout_ms",
+                                "must be larger than heartbeat_interval_ms"));
+    }
+  }
+  if (root["log_level"]) spec.log_level = root["log_level"].as<std::string>();
+  for (const auto& c : root["components"]) {
+    ComponentSpec cs;
+    cs.name = c.first.as<std::string>();
+    cs.kind = c.second["kind"].as<std::string>();
+    cs.process = c.second["process"] && c.second["process"].as<std::string>() == "separate"
+                     ? Process::separate
+                     : Process::embedded;
+    cs.config = c.second["config"] ? c.second["config"] : YAML::Node(YAML::NodeType::Map);
+    const std::string path = "components." + cs.name;
+    if (!registry.contains(cs.kind)) {
+      std::string known;
+      for (const auto& k : registry.names()) known += (known.empty() ? "" : ", ") + k;
+      issues.push_back(issue_at(file, c.second["kind"], path + ".kind",
+                                "unknown component kind '" + cs.kind + "' (known: " + known + ")"));
+    } else {
+      auto sub = config::validate(cs.config, registry.get(cs.kind).schema(), file.string());
+      for (auto& i : sub) {
+        i.path = path + ".config" + (i.path.empty() ? "" : (i.path[0] == '[' ? "" : ".") + i.path);
+        issues.push_back(std::move(i));
+      }
+    }
+    spec.components.push_back(std::move(cs));
+  }
+  std::set<std::string> names;
+  for (const auto& c : spec.components) names.insert(c.name);
+  for (std::size_t i = 0; i < root["finish_when"].size(); ++i) {
+    auto n = root["finish_when"][i].as<std::string>();
+    if (!names.contains(n)) {
+      issues.push_back(issue_at(file, root["finish_when"][i],
+                                "finish_when[" + std::to_string(i) + "]",
+                                "names no component of this pipeline: '" + n + "'"));
+    }
+    spec.finish_when.push_back(n);
+  }
+  if (!issues.empty()) throw config::ConfigError(std::move(issues));
+  return spec;
+}
+
+bool PipelineSpec::any_separate() const {
+  for (const auto& c : components) {
+    if (c.process == Process::separate) return true;
+  }
+  return false;
+}
+
+const ComponentSpec& PipelineSpec::component(const std::string& n) const {
+  for (const auto& c : components) {
+    if (c.name == n) return c;
+  }
+  throw std::out_of_range("pipeline '" + name + "' has no component '" + n + "'");
+}
+
+bus::BusEndpoints PipelineSpec::endpoints(const std::string& run_id, bool embedded) const {
+  return bus::make_endpoints(embedded ? bus::Transport::inproc : transport, run_id, tcp_host,
+                             tcp_base_port, ipc_dir);
+}
+
+bus::NodeOptions PipelineSpec::node_options(const std::string& n, const std::string& run_id,
+                                            bool embedded) const {
+  bus::NodeOptions o;
+  o.name = n;
+  o.endpoints = endpoints(run_id, embedded);
+  o.policies = policies;
+  o.max_message_bytes = max_message_bytes;
+  o.sndhwm = hwm;
+  o.rcvhwm = hwm;
+  return o;
+}
+
+void apply_overrides(PipelineSpec& spec, const PipelineOverrides& o) {
+  if (o.process) {
+    for (auto& c : spec.components) c.process = *o.process;
+  }
+  if (o.transport) {
+    if (*o.transport == bus::Transport::inproc) {
+      throw std::invalid_argument("--transport inproc: processes cannot share inproc; use "
+                                  "--process embedded instead");
+    }
+    spec.transport = *o.transport;
+  }
+  if (o.tcp_base_port) spec.tcp_base_port = *o.tcp_base_port;
+  if (!o.inputs.empty()) {
+    bool applied = false;
+    for (auto& c : spec.components) {
+      if (c.kind != "source") continue;
+      YAML::Node list(YAML::NodeType::Sequence);
+      for (const auto& i : o.inputs) list.push_back(i);
+      c.config["inputs"] = list;
+      applied = true;
+    }
+    if (!applied) throw std::invalid_argument("inputs given but the pipeline has no source");
+  }
+}
+
+}  // namespace neat::components

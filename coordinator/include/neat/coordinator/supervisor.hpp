@@ -1,0 +1,84 @@
+// The supervisor: the coordinator's control-plane side of a run.
+// Phases: wait for every component to register -> configure each (its YAML block) -> subscription
+// handshake (each publisher probes its topics until every subscriber the pipeline names has
+// acknowledged a probe: no slow-joiner loss) -> activate -> watch heartbeats until the
+// components in `finish_when` report done -> shutdown, collecting final statistics.
+// Invariant: a component silent for longer than heartbeat_timeout is reported missing once,
+// within that timeout plus one poll interval (50 ms).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <zmq.hpp>
+
+#include "neat/bus/control.hpp"
+#include "neat/components/pipeline.hpp"
+
+namespace neat::coordinator {
+
+struct ComponentStatus {
+  std::string name;
+  std::string kind;
+  long pid = 0;
+  bool registered = false, configured = false, active = false, done = false;
+  bool missing = false;  ///< heartbeat timed out
+  std::string error;     ///< last error the component reported
+  std::chrono::steady_clock::time_point last_heartbeat{};
+  std::vector<std::string> subscribes, publishes;
+  nlohmann::json stats = nlohmann::json::object();  ///< last stats report
+  nlohmann::json summary = nlohmann::json::object();  ///< sent with done
+};
+
+struct RunOutcome {
+  bool completed = false;    ///< every finish_when component reported done
+  bool interrupted = false;  ///< stopped by signal or caller
+  std::string error;         ///< why the run did not complete, if it did not
+  std::vector<std::string> missing;
+  std::map<std::string, ComponentStatus> components;
+  double wall_seconds = 0.0;
+  std::uint64_t control_rejected = 0;
+  nlohmann::json to_json() const;
+};
+
+class Supervisor {
+ public:
+  /// Binds the control plane ROUTER to `control_endpoints`. Throws zmq::error_t if a bind fails.
+  Supervisor(zmq::context_t& context, const components::PipelineSpec& spec,
+             const std::vector<std::string>& control_endpoints, std::filesystem::path out_dir);
+
+  /// Called (on the supervisor's thread) when a component is reported missing.
+  void on_missing(std::function<void(const std::string&)> fn) { on_missing_ = std::move(fn); }
+  /// When false, a missing component is reported but the run goes on waiting (a launcher may
+  /// restart it). Default true: the run ends with an error.
+  void set_abort_on_missing(bool abort) { abort_on_missing_ = abort; }
+
+  /// Runs the phases above until done, `stop`, a component error, or a timeout.
+  RunOutcome run(const std::atomic<bool>& stop);
+
+ private:
+  void handle(const bus::ControlServer::Incoming& in);
+  bool wait_until(const std::atomic<bool>& stop, std::chrono::milliseconds timeout,
+                  const std::function<bool()>& ready, const std::string& what);
+  void check_heartbeats();
+  void shutdown_all();
+
+  const components::PipelineSpec& spec_;
+  bus::ControlServer server_;
+  std::filesystem::path out_dir_;
+  std::map<std::string, ComponentStatus> status_;
+  /// (subscriber, topic, publisher) acknowledgements still expected in the handshake.
+  std::set<std::tuple<std::string, std::string, std::string>> pending_acks_;
+  std::function<void(const std::string&)> on_missing_;
+  bool abort_on_missing_ = true;
+  RunOutcome outcome_;
+};
+
+}  // namespace neat::coordinator

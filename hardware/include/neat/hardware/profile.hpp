@@ -1,0 +1,105 @@
+// neat/hardware/profile.hpp: hardware profiles (configs/profiles/*.yaml) and the choice of one
+// for the machine at hand.
+//
+// A profile says how many threads to use, how much memory the run may take, which precision
+// and share of CPU each component gets, and which machines it is meant for (its match rules).
+// Invariants: a loaded Profile passed profile_schema() and its name equals its file's stem; a
+// profile for a device this machine lacks (cuda, apple) is never returned by selection, and
+// when one is forced by name the caller gets a CPU profile and a warning saying so.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "neat/config/bytes.hpp"
+#include "neat/config/schema.hpp"
+#include "neat/hardware/detect.hpp"
+
+namespace neat::hardware {
+
+using neat::config::format_bytes;
+using neat::config::parse_bytes;
+
+// Component names a profile may configure.
+inline const std::vector<std::string>& component_names() {
+  static const std::vector<std::string> kNames{"blt", "titans", "t2", "mvot"};
+  return kNames;
+}
+
+struct Profile {
+  std::string name;         // equals the file stem: cpu-default.yaml -> "cpu-default"
+  std::string description;  // one line for `neat hw` and logs
+  std::string device;       // "cpu" | "cuda" | "apple"
+  int threads = 0;          // worker threads; 0 = all usable cores (see thread_count())
+  std::uint64_t memory_budget_bytes = 0;      // upper bound for the whole run, in bytes
+  int batch_size = 1;                         // sequences per training/adaptation step
+  std::string default_precision = "float32";  // "float32" | "bf16"
+  // Share of CPU time per component, > 0; relative weights used by the coordinator's scheduler.
+  std::map<std::string, double> component_priority;
+  // Per-component precision ("float32" | "bf16"); components not listed use default_precision.
+  std::map<std::string, std::string> component_precision;
+
+  // When selection may pick this profile. All rules must hold.
+  struct Match {
+    int min_cores = 1;                            // usable cores at least
+    std::uint64_t min_memory_bytes = 0;           // usable memory at least, in bytes
+    std::vector<std::string> required_cpu_flags;  // /proc/cpuinfo names, e.g. "avx2"
+    std::string requires_device;  // "" (none) | "cuda" | "apple"; = device unless cpu
+  } match;
+
+  std::filesystem::path source;  // file it was loaded from ("" if built in code)
+
+  // Threads to run with on `hw`: `threads`, or hw.usable_cores() when threads is 0.
+  int thread_count(const HardwareInfo& hw) const;
+  // Precision of `component`: its entry in component_precision, else default_precision.
+  const std::string& precision(const std::string& component) const;
+  // Priority weight of `component`: its entry in component_priority, else 1.0.
+  double priority(const std::string& component) const;
+};
+
+// Schema of a profile file (see docs/hardware.md, generated from describe()).
+const neat::config::Schema& profile_schema();
+
+// Loads and validates one profile. Throws neat::config::ConfigError (file:line:column) when
+// the file is missing, not YAML, does not match profile_schema(), or its name differs from
+// the file stem.
+Profile load_profile(const std::filesystem::path& file);
+
+// Every *.yaml / *.yml file of `dir`, sorted by name. Throws ConfigError carrying the issues of
+// all bad files together, or when `dir` is missing or holds no profile.
+std::vector<Profile> load_profiles(const std::filesystem::path& dir);
+
+// The reasons `profile` cannot run on `hw` (empty when all match rules hold), e.g.
+// "needs at least 8 usable cores, this machine has 2".
+std::vector<std::string> unmet_requirements(const Profile& profile, const HardwareInfo& hw);
+
+// The most demanding profile whose match rules `hw` meets. "Most demanding" orders by: needs
+// an accelerator, then min_cores, then min_memory_bytes, then the number of required CPU
+// flags, then name (for a deterministic tie-break). A profile whose device is absent is never
+// chosen. `reason` (optional) receives why this one was chosen and why others were not.
+// Throws std::runtime_error when no profile matches (the message lists each one's unmet rules).
+const Profile& select_profile(const std::vector<Profile>& profiles, const HardwareInfo& hw,
+                              std::string* reason);
+
+// Loads the profiles of `dir` and returns the one to run with. Without `forced_name`, this is
+// select_profile(). With it, that profile is used, except that a device profile whose device
+// is absent is replaced by select_profile() over the CPU profiles, with a warning; a forced CPU
+// profile whose other rules are unmet is kept, with a warning per unmet rule. `warnings`
+// (optional) receives those messages; nothing is appended when the choice needed no warning.
+// Throws ConfigError for bad files, std::invalid_argument for an unknown forced name (with the
+// closest known name), std::runtime_error when nothing matches.
+Profile resolve_profile(const std::filesystem::path& dir, const HardwareInfo& hw,
+                        std::optional<std::string> forced_name, std::vector<std::string>* warnings);
+
+// Same as above on profiles already loaded.
+Profile resolve_profile(const std::vector<Profile>& profiles, const HardwareInfo& hw,
+                        std::optional<std::string> forced_name, std::vector<std::string>* warnings);
+
+// Multi-line description of a profile (for `neat hw`).
+std::string to_string(const Profile& profile);
+
+}  // namespace neat::hardware
