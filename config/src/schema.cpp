@@ -37,7 +37,7 @@ std::string join(const std::vector<std::string>& items, std::string_view sep) {
 }
 
 // Table cells must not break the markdown row.
-std::string cell(std::string text) {
+std::string cell(const std::string& text) {
   std::string out;
   for (char c : text) {
     if (c == '|') {

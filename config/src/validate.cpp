@@ -21,7 +21,12 @@ std::string shown(const std::string& scalar) {
   return "'" + scalar.substr(0, kMaxShownScalar) + "...'";
 }
 
-bool is_plain(const YAML::Node& node) { return node.Tag() == "?"; }
+// Plain (unquoted) scalars may be numbers or booleans; so may scalars with an explicit core
+// schema tag (!!int, !!float, !!bool). Quoted scalars are strings.
+bool is_plain(const YAML::Node& node) {
+  const std::string& tag = node.Tag();
+  return tag == "?" || tag.rfind("tag:yaml.org,2002:", 0) == 0;
+}
 
 std::optional<std::int64_t> as_integer(const YAML::Node& node) {
   std::int64_t v = 0;

@@ -63,7 +63,7 @@ std::size_t sysfs_size(const std::string& text) {
   std::size_t factor = 1;
   const char unit = t.back();
   if (unit == 'K') factor = 1024;
-  if (unit == 'M') factor = 1024 * 1024;
+  if (unit == 'M') factor = std::size_t{1024} * 1024;
   if (unit == 'G') factor = std::size_t{1024} * 1024 * 1024;
   if (factor != 1) t.pop_back();
   const std::optional<std::uint64_t> v = to_u64(t);
@@ -143,7 +143,6 @@ void read_meminfo(HardwareInfo& info) {
   std::ifstream in("/proc/meminfo");
   std::string key;
   std::uint64_t kib = 0;
-  std::string unit;
   std::string line;
   while (std::getline(in, line)) {
     std::istringstream fields(line);
@@ -264,7 +263,10 @@ void read_cpu_builtin_flags(HardwareInfo& info) {
   if (__builtin_cpu_supports("fma")) flags.push_back("fma");
   if (__builtin_cpu_supports("avx512bf16")) flags.push_back("avx512_bf16");
   if (__builtin_cpu_supports("avx512vnni")) flags.push_back("avx512_vnni");
+#if !defined(__clang__)
+  // Clang 14 does not know this name; with it, avx_vnni stays false.
   if (__builtin_cpu_supports("avxvnni")) flags.push_back("avx_vnni");
+#endif
   info.cpu_flags = flags;
 #else
   (void)info;
@@ -286,8 +288,11 @@ bool executable_on_path(const std::string& name) {
 
 void read_nvidia(HardwareInfo& info) {
   if (!executable_on_path("nvidia-smi")) return;
-  FILE* pipe =
-      popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null", "r");
+  // A wedged driver can make nvidia-smi hang; coreutils' timeout bounds the wait.
+  const std::string command =
+      std::string(executable_on_path("timeout") ? "timeout 10 " : "") +
+      "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return;
   std::string output;
   std::array<char, 512> buf{};

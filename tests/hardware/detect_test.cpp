@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -81,6 +84,36 @@ TEST(DetectHardware, JsonHasNullForUnknown) {
   EXPECT_TRUE(j["physical_cores"].is_null());
   EXPECT_TRUE(j["nvidia_gpu"].is_null());
   EXPECT_EQ(j["ram_bytes"], 1ull << 30);
+}
+
+// Runs detect_hardware() with PATH pointing at a directory holding an `nvidia-smi` script.
+std::optional<std::string> gpu_with_nvidia_smi(const std::string& script) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("neat_nvsmi_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir / "nvidia-smi");
+    out << "#!/bin/sh\n" << script << "\n";
+  }
+  std::filesystem::permissions(dir / "nvidia-smi", std::filesystem::perms::owner_all);
+  const char* old = std::getenv("PATH");
+  const std::string saved = old != nullptr ? old : "";
+  ::setenv("PATH", (dir.string() + ":" + saved).c_str(), 1);
+  const HardwareInfo info = detect_hardware();
+  ::setenv("PATH", saved.c_str(), 1);
+  std::filesystem::remove_all(dir);
+  return info.nvidia_gpu;
+}
+
+TEST(DetectHardware, NvidiaGpuReadFromNvidiaSmi) {
+  EXPECT_EQ(gpu_with_nvidia_smi("echo 'NVIDIA H100 80GB HBM3, 81559 MiB'\n"
+                                "echo 'NVIDIA H100 80GB HBM3, 81559 MiB'"),
+            "NVIDIA H100 80GB HBM3, 81559 MiB; NVIDIA H100 80GB HBM3, 81559 MiB");
+}
+
+TEST(DetectHardware, FailingNvidiaSmiMeansNoGpu) {
+  EXPECT_EQ(gpu_with_nvidia_smi("echo 'NVIDIA-SMI has failed'; exit 9"), std::nullopt);
+  EXPECT_EQ(gpu_with_nvidia_smi("exit 0"), std::nullopt);
 }
 
 TEST(HardwareInfo, UsableCoresHonoursCgroupAndAffinity) {

@@ -81,7 +81,8 @@ std::vector<std::string> unmet_requirements(const Profile& profile, const Hardwa
 // an accelerator, then min_cores, then min_memory_bytes, then the number of required CPU
 // flags, then name (for a deterministic tie-break). A profile whose device is absent is never
 // chosen. `reason` (optional) receives why this one was chosen and why others were not.
-// Throws std::runtime_error when no profile matches (the message lists each one's unmet rules).
+// Returns a reference into `profiles`. Throws std::runtime_error when no profile matches (the
+// message lists each one's unmet rules).
 const Profile& select_profile(const std::vector<Profile>& profiles, const HardwareInfo& hw,
                               std::string* reason);
 
