@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "neat/bus/broker.hpp"
@@ -25,8 +26,6 @@ namespace neat::cli {
 namespace {
 
 std::atomic<bool> g_stop{false};
-
-void on_signal(int) { g_stop.store(true); }
 
 struct Child {
   std::string name;
@@ -64,21 +63,30 @@ Child spawn_component(const LaunchOptions& o, const std::string& name) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  std::vector<std::string> args = {o.neat_binary.string(), "component", name,
-                                   "--pipeline", o.spec.file.string(), "--run-id", o.run_id,
-                                   "--parent-pid", std::to_string(::getpid())};
+  std::vector<std::string> args = {o.neat_binary.string(),    "component", name,     "--pipeline",
+                                   o.spec.file.string(),      "--run-id",  o.run_id, "--parent-pid",
+                                   std::to_string(::getpid())};
   for (auto& a : override_args(o.overrides)) args.push_back(a);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The launcher blocks SIGINT/SIGTERM in its threads (a signal thread takes them); the child
+  // starts with them unblocked.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, o.neat_binary.c_str(), &actions, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, o.neat_binary.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   ::close(fds[1]);
   if (rc != 0) {
     ::close(fds[0]);
-    throw std::runtime_error("cannot spawn " + o.neat_binary.string() + " for component '" +
-                             name + "': " + std::strerror(rc));
+    throw std::runtime_error("cannot spawn " + o.neat_binary.string() + " for component '" + name +
+                             "': " + std::strerror(rc));
   }
   Child c;
   c.name = name;
@@ -113,11 +121,26 @@ void reap(Child& c, std::chrono::milliseconds grace) {
 }  // namespace
 
 std::atomic<bool>& install_stop_signals() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Blocked in every thread (call this before starting any), taken by one waiting thread:
+    // no ZeroMQ call is ever interrupted by EINTR.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([set] {
+      int sig = 0;
+      while (sigwait(&set, &sig) == 0) {
+        if (g_stop.exchange(true)) {
+          // a second Ctrl-C: the user insists
+          std::_Exit(130);
+        }
+        spdlog::warn("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      }
+    }).detach();
+  });
   return g_stop;
 }
 
@@ -147,6 +170,20 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   std::atomic<bool> stop_embedded{false};
   std::vector<std::thread> threads;
   std::vector<Child> children;
+  // Whatever happens below, no thread is left running and no child outlives this function.
+  struct Cleanup {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    std::vector<Child>& children;
+    std::chrono::milliseconds grace;
+    ~Cleanup() {
+      stop = true;
+      for (auto& t : threads) {
+        if (t.joinable()) t.join();
+      }
+      for (auto& c : children) reap(c, grace);
+    }
+  } cleanup{stop_embedded, threads, children, spec.shutdown_timeout};
   const auto& registry = components::builtin_registry();
   for (const auto& c : spec.components) {
     if (c.process == components::Process::separate) {
@@ -169,6 +206,7 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   stop_embedded = true;
   for (auto& t : threads) t.join();
   for (auto& c : children) reap(c, spec.shutdown_timeout);
+  children.clear();
 
   std::filesystem::create_directories(o.out_dir);
   auto j = outcome.to_json();

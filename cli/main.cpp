@@ -3,8 +3,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <csignal>
 #include <fstream>
@@ -35,8 +35,8 @@ struct ShapeFlags {
   components::PipelineOverrides to_overrides() const {
     components::PipelineOverrides o;
     if (!process.empty()) {
-      o.process = process == "separate" ? components::Process::separate
-                                        : components::Process::embedded;
+      o.process =
+          process == "separate" ? components::Process::separate : components::Process::embedded;
     }
     if (!transport.empty()) o.transport = bus::parse_transport(transport);
     if (tcp_base_port > 0) o.tcp_base_port = tcp_base_port;
@@ -71,7 +71,8 @@ void print_report_table(const std::filesystem::path& report_file) {
   auto report = nlohmann::json::parse(in, nullptr, false);
   if (report.is_discarded() || !report.contains("documents")) return;
   std::cout << std::left << std::setw(48) << "document" << std::right << std::setw(10) << "bytes"
-            << std::setw(16) << "order-0 bits/B" << "\n";
+            << std::setw(16) << "order-0 bits/B"
+            << "\n";
   for (const auto& d : report["documents"]) {
     std::string path = d.value("path", "");
     if (path.size() > 46) path = "..." + path.substr(path.size() - 43);
@@ -80,15 +81,15 @@ void print_report_table(const std::filesystem::path& report_file) {
               << d.value("entropy_bits_per_byte", 0.0) << "\n";
   }
   const auto& t = report["totals"];
-  std::cout << std::left << std::setw(48) << ("total (" + std::to_string(t.value("documents", 0)) +
-                                              " documents)")
-            << std::right << std::setw(10) << t.value("bytes", 0) << std::setw(16)
+  std::cout << std::left << std::setw(48)
+            << ("total (" + std::to_string(t.value("documents", 0)) + " documents)") << std::right
+            << std::setw(10) << t.value("bytes", 0) << std::setw(16)
             << t.value("mean_order0_bits_per_byte", 0.0) << "\n";
 }
 
 int do_launch(const std::string& pipeline, const ShapeFlags& shape,
-              const std::vector<std::string>& inputs, const std::string& out,
-              std::string run_id, bool print_table) {
+              const std::vector<std::string>& inputs, const std::string& out, std::string run_id,
+              bool print_table) {
   auto& stop = cli::install_stop_signals();
   cli::LaunchOptions o;
   o.spec = load_spec(pipeline, shape, inputs);
@@ -98,7 +99,8 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
   o.neat_binary = self_exe();
   spdlog::info("launching pipeline '{}' (run id {}, output {})", o.spec.name, o.run_id, out);
   auto outcome = cli::launch(o, stop);
-  if (print_table && outcome.completed) print_report_table(std::filesystem::path(out) / "report.json");
+  if (print_table && outcome.completed)
+    print_report_table(std::filesystem::path(out) / "report.json");
   if (!outcome.completed) {
     spdlog::error("run did not complete: {}", outcome.error);
     return outcome.interrupted ? 130 : 1;
@@ -110,16 +112,18 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"neat: four neural components on a ZeroMQ bus under a test-time-learning "
-               "coordinator"};
+  CLI::App app{
+      "neat: four neural components on a ZeroMQ bus under a test-time-learning "
+      "coordinator"};
   app.set_version_flag("--version", std::string("neat ") + NEAT_VERSION);
   app.require_subcommand(1);
   int verbose = 0;
   app.add_flag("-v,--verbose", verbose, "more log output (-v debug, -vv trace)");
 
   // run
-  auto* run = app.add_subcommand("run", "run the main job (for now: the demo pipeline) and "
-                                        "print its report");
+  auto* run = app.add_subcommand("run",
+                                 "run the main job (for now: the demo pipeline) and "
+                                 "print its report");
   std::string run_pipeline = (config_dir() / "pipelines/demo.yaml").string();
   std::string run_out = "out", run_profile, run_id;
   std::vector<std::string> run_inputs;
@@ -132,8 +136,9 @@ int main(int argc, char** argv) {
   run_shape.add(run, true);
 
   // launch
-  auto* launch = app.add_subcommand("launch", "start a pipeline: broker, coordinator, embedded "
-                                              "threads and separate processes");
+  auto* launch = app.add_subcommand("launch",
+                                    "start a pipeline: broker, coordinator, embedded "
+                                    "threads and separate processes");
   std::string launch_pipeline, launch_out = "out", launch_id;
   ShapeFlags launch_shape;
   launch->add_option("pipeline", launch_pipeline, "pipeline YAML")->required();

@@ -31,14 +31,19 @@ nlohmann::json message_json(const bus::Message& m) {
   nlohmann::json payload;
   auto p = m.payload();
   if (!p.empty()) {
-    payload = nlohmann::json::from_msgpack(reinterpret_cast<const std::uint8_t*>(p.data()),
-                                           reinterpret_cast<const std::uint8_t*>(p.data()) + p.size(),
-                                           true, false);
+    payload = nlohmann::json::from_msgpack(
+        reinterpret_cast<const std::uint8_t*>(p.data()),
+        reinterpret_cast<const std::uint8_t*>(p.data()) + p.size(), true, false);
     if (payload.is_discarded()) payload = "<" + std::to_string(p.size()) + " bytes, not msgpack>";
   }
-  return {{"topic", m.topic},     {"schema", m.header.schema}, {"version", m.header.version},
-          {"sender", m.header.sender}, {"seq", m.header.seq},
-          {"timestamp_ns", m.header.timestamp_ns}, {"tensors", tensors}, {"payload", payload}};
+  return {{"topic", m.topic},
+          {"schema", m.header.schema},
+          {"version", m.header.version},
+          {"sender", m.header.sender},
+          {"seq", m.header.seq},
+          {"timestamp_ns", m.header.timestamp_ns},
+          {"tensors", tensors},
+          {"payload", payload}};
 }
 
 // Runs `node` until stop/limit, calling `each` for every message of any schema.
@@ -85,15 +90,15 @@ void print_table(std::ostream& out, const bus::NodeStats& now, const bus::NodeSt
                  double seconds) {
   out << std::left << std::setw(28) << "topic" << std::right << std::setw(12) << "msg/s"
       << std::setw(14) << "bytes/s" << std::setw(12) << "messages" << std::setw(10) << "drops"
-      << std::setw(10) << "rejected" << "\n";
+      << std::setw(10) << "rejected"
+      << "\n";
   for (const auto& [topic, t] : now.topics) {
     bus::TopicStats b;
     if (auto it = before.topics.find(topic); it != before.topics.end()) b = it->second;
     out << std::left << std::setw(28) << topic << std::right << std::fixed << std::setprecision(1)
-        << std::setw(12) << static_cast<double>(t.received - b.received) / seconds
-        << std::setw(14) << static_cast<double>(t.received_bytes - b.received_bytes) / seconds
-        << std::setw(12) << t.received << std::setw(10) << t.dropped << std::setw(10)
-        << t.rejected << "\n";
+        << std::setw(12) << static_cast<double>(t.received - b.received) / seconds << std::setw(14)
+        << static_cast<double>(t.received_bytes - b.received_bytes) / seconds << std::setw(12)
+        << t.received << std::setw(10) << t.dropped << std::setw(10) << t.rejected << "\n";
   }
   out << std::flush;
 }

@@ -16,13 +16,24 @@ struct Wire {
   MSGPACK_DEFINE_MAP(type, component, text, blob, list, fields);
 };
 
+// True if the socket is readable; an interrupted poll (EINTR) counts as "nothing yet".
+bool poll_in(zmq::pollitem_t (&items)[1], std::chrono::milliseconds timeout) {
+  try {
+    zmq::poll(items, 1, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return false;
+    throw;
+  }
+  return (items[0].revents & ZMQ_POLLIN) != 0;
+}
+
 }  // namespace
 
 const std::set<std::string>& control_types() {
-  static const std::set<std::string> types = {
-      "register", "configure", "configured", "sync",     "probe_ack", "activate",
-      "deactivate", "checkpoint", "snapshot", "restore", "shutdown",  "heartbeat",
-      "stats",    "done",       "ack",      "error"};
+  static const std::set<std::string> types = {"register",  "configure", "configured", "sync",
+                                              "probe_ack", "activate",  "deactivate", "checkpoint",
+                                              "snapshot",  "restore",   "shutdown",   "heartbeat",
+                                              "stats",     "done",      "ack",        "error"};
   return types;
 }
 
@@ -62,7 +73,8 @@ ControlServer::ControlServer(zmq::context_t& context, const std::vector<std::str
 bool ControlServer::send(const std::string& identity, const ControlMessage& message) {
   auto body = encode_control(message);
   try {
-    auto a = socket_.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    auto a =
+        socket_.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     if (!a) return false;
     return socket_.send(zmq::buffer(body), zmq::send_flags::dontwait).has_value();
   } catch (const zmq::error_t& e) {
@@ -78,8 +90,7 @@ std::optional<ControlServer::Incoming> ControlServer::recv(std::chrono::millisec
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() < 0) left = std::chrono::milliseconds(0);
-    zmq::poll(items, 1, left);
-    if (!(items[0].revents & ZMQ_POLLIN)) return std::nullopt;
+    if (!poll_in(items, left)) return std::nullopt;
     std::vector<zmq::message_t> frames;
     (void)zmq::recv_multipart(socket_, std::back_inserter(frames));
     std::string error = "expected 2 frames";
@@ -110,8 +121,7 @@ void ControlClient::send(const ControlMessage& message) {
 
 std::optional<ControlMessage> ControlClient::recv(std::chrono::milliseconds timeout) {
   zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
-  zmq::poll(items, 1, timeout);
-  if (!(items[0].revents & ZMQ_POLLIN)) return std::nullopt;
+  if (!poll_in(items, timeout)) return std::nullopt;
   zmq::message_t frame;
   (void)socket_.recv(frame);
   std::string error;

@@ -30,7 +30,9 @@ BusEndpoints make_endpoints(Transport transport, const std::string& run_id,
               named("ipc://", dir, "control")};
     }
     case Transport::tcp: {
-      auto at = [&](int k) { return "tcp://" + tcp_host + ":" + std::to_string(tcp_base_port + k); };
+      auto at = [&](int k) {
+        return "tcp://" + tcp_host + ":" + std::to_string(tcp_base_port + k);
+      };
       return {at(0), at(1), at(2), at(3), at(4)};
     }
   }

@@ -26,24 +26,36 @@ zmq::message_t zero_copy_frame(const void* data, std::size_t size,
 
 std::size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::u8: return 1;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::bf16: return 2;
+    case DType::u8:
+      return 1;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::bf16:
+      return 2;
   }
   throw std::invalid_argument("dtype_size: unknown dtype");
 }
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::u8: return "u8";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
-    case DType::bf16: return "bf16";
+    case DType::u8:
+      return "u8";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::f32:
+      return "f32";
+    case DType::f64:
+      return "f64";
+    case DType::bf16:
+      return "bf16";
   }
   return "?";
 }
@@ -60,14 +72,22 @@ std::size_t TensorDesc::bytes() const {
 
 std::string_view reason_name(DecodeReason reason) {
   switch (reason) {
-    case DecodeReason::truncated: return "truncated";
-    case DecodeReason::garbage: return "garbage";
-    case DecodeReason::unknown_schema: return "unknown_schema";
-    case DecodeReason::wrong_version: return "wrong_version";
-    case DecodeReason::oversize: return "oversize";
-    case DecodeReason::tensor_size_mismatch: return "tensor_size_mismatch";
-    case DecodeReason::payload_invalid: return "payload_invalid";
-    case DecodeReason::kCount: break;
+    case DecodeReason::truncated:
+      return "truncated";
+    case DecodeReason::garbage:
+      return "garbage";
+    case DecodeReason::unknown_schema:
+      return "unknown_schema";
+    case DecodeReason::wrong_version:
+      return "wrong_version";
+    case DecodeReason::oversize:
+      return "oversize";
+    case DecodeReason::tensor_size_mismatch:
+      return "tensor_size_mismatch";
+    case DecodeReason::payload_invalid:
+      return "payload_invalid";
+    case DecodeReason::kCount:
+      break;
   }
   return "?";
 }
@@ -83,8 +103,8 @@ std::span<const std::byte> TensorView::bytes() const {
 void TensorView::check_view(std::size_t elem_size, std::size_t alignment) const {
   if (elem_size != dtype_size(desc_.dtype)) {
     throw std::invalid_argument("tensor '" + desc_.name + "' has dtype " +
-                                std::string(dtype_name(desc_.dtype)) +
-                                ", requested element size " + std::to_string(elem_size));
+                                std::string(dtype_name(desc_.dtype)) + ", requested element size " +
+                                std::to_string(elem_size));
   }
   auto addr = reinterpret_cast<std::uintptr_t>(bytes().data());
   if (alignment > 1 && addr % alignment != 0) {
@@ -208,8 +228,8 @@ std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
   std::size_t total = 0;
   for (const auto& f : frames) total += f.size();
   if (total > max_bytes) {
-    return DecodeError{DecodeReason::oversize, std::to_string(total) + " bytes exceeds limit " +
-                                                   std::to_string(max_bytes)};
+    return DecodeError{DecodeReason::oversize,
+                       std::to_string(total) + " bytes exceeds limit " + std::to_string(max_bytes)};
   }
   Header header;
   try {
@@ -222,8 +242,7 @@ std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
   }
   if (frames.size() != 3 + header.tensors.size()) {
     return DecodeError{
-        frames.size() < 3 + header.tensors.size() ? DecodeReason::truncated
-                                                  : DecodeReason::garbage,
+        frames.size() < 3 + header.tensors.size() ? DecodeReason::truncated : DecodeReason::garbage,
         "header lists " + std::to_string(header.tensors.size()) + " tensors, message has " +
             std::to_string(frames.size() - 3) + " tensor frames"};
   }

@@ -7,7 +7,9 @@
 
 namespace neat::bus {
 
-std::string_view delivery_name(Delivery d) { return d == Delivery::lossless ? "lossless" : "lossy"; }
+std::string_view delivery_name(Delivery d) {
+  return d == Delivery::lossless ? "lossless" : "lossy";
+}
 
 std::uint64_t NodeStats::rejected_total() const {
   std::uint64_t n = 0;
@@ -49,8 +51,7 @@ Delivery Node::delivery(std::string_view topic) const {
   return d;
 }
 
-void Node::send_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames,
-                       bool blocking) {
+void Node::send_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames, bool blocking) {
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
     while (true) {

@@ -51,10 +51,10 @@ void ByteStats::configure(const YAML::Node& config, Context& ctx) {
         ++documents_;
         bus::publish(ctx.node(), output_, out);
       });
-  bus::subscribe<EndOfStream>(ctx.node(), input_,
-                              [this, &ctx](const EndOfStream& eos, const bus::Message&) {
-                                bus::publish(ctx.node(), output_, EndOfStream{documents_, eos.bytes});
-                              });
+  bus::subscribe<EndOfStream>(
+      ctx.node(), input_, [this, &ctx](const EndOfStream& eos, const bus::Message&) {
+        bus::publish(ctx.node(), output_, EndOfStream{documents_, eos.bytes});
+      });
 }
 
 nlohmann::json ByteStats::stats() const {

@@ -28,9 +28,12 @@ std::shared_ptr<spdlog::logger> component_logger(const std::string& name) {
 nlohmann::json node_stats_json(const bus::NodeStats& s) {
   nlohmann::json topics = nlohmann::json::object();
   for (const auto& [topic, t] : s.topics) {
-    topics[topic] = {{"published", t.published},   {"published_bytes", t.published_bytes},
-                     {"received", t.received},     {"received_bytes", t.received_bytes},
-                     {"dropped", t.dropped},       {"rejected", t.rejected},
+    topics[topic] = {{"published", t.published},
+                     {"published_bytes", t.published_bytes},
+                     {"received", t.received},
+                     {"received_bytes", t.received_bytes},
+                     {"dropped", t.dropped},
+                     {"rejected", t.rejected},
                      {"publisher_restarts", t.publisher_restarts}};
   }
   nlohmann::json reasons = nlohmann::json::object();
@@ -50,7 +53,8 @@ class Heartbeat {
   Heartbeat(zmq::context_t& ctx, const HostOptions& o)
       : thread_([this, &ctx, o] {
           bus::ControlClient client(ctx, o.control_endpoint, o.name + "/heartbeat");
-          bus::ControlMessage beat{"heartbeat", o.name, "", "", {}, {{"pid", std::to_string(getpid())}}};
+          bus::ControlMessage beat{"heartbeat", o.name, "",
+                                   "",          {},     {{"pid", std::to_string(getpid())}}};
           while (!stop_.load()) {
             client.send(beat);
             std::unique_lock lock(mutex_);
@@ -89,8 +93,8 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
 
   auto report = [&](std::string type, std::string text = {}, std::vector<std::string> list = {},
                     std::map<std::string, std::string> fields = {}, std::string blob = {}) {
-    control.send({std::move(type), options_.name, std::move(text), std::move(blob),
-                  std::move(list), std::move(fields)});
+    control.send({std::move(type), options_.name, std::move(text), std::move(blob), std::move(list),
+                  std::move(fields)});
   };
   auto send_stats = [&] {
     nlohmann::json j = {{"bus", node_stats_json(node.stats())},

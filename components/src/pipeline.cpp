@@ -3,8 +3,8 @@
 
 #include <set>
 
-#include "neat/config/bytes.hpp"
 #include <stdexcept>
+#include "neat/config/bytes.hpp"
 
 namespace neat::components {
 
@@ -58,8 +58,35 @@ config::Issue issue_at(const std::filesystem::path& file, const YAML::Node& node
 }  // namespace
 
 PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& registry) {
-  const YAML::Node root = config::load_file(file, pipeline_schema());
-  std::vector<config::Issue> issues;
+  // Parse errors and a missing file come back as ConfigError from load_file; the schema is
+  // applied here so that pipeline-level and component-level issues are reported together.
+  const YAML::Node root = config::load_file(file, Schema::any());
+  std::vector<config::Issue> issues = config::validate(root, pipeline_schema(), file.string());
+  // Component config blocks: checked whenever the component's kind is readable.
+  if (root.IsMap() && root["components"] && root["components"].IsMap()) {
+    for (const auto& c : root["components"]) {
+      const auto name = c.first.as<std::string>();
+      const auto kind = c.second.IsMap() ? c.second["kind"] : YAML::Node();
+      if (!kind || !kind.IsScalar()) continue;
+      const std::string path = "components." + name;
+      if (!registry.contains(kind.as<std::string>())) {
+        std::string known;
+        for (const auto& k : registry.names()) known += (known.empty() ? "" : ", ") + k;
+        issues.push_back(issue_at(
+            file, kind, path + ".kind",
+            "unknown component kind '" + kind.as<std::string>() + "' (known: " + known + ")"));
+        continue;
+      }
+      const auto block = c.second["config"] ? c.second["config"] : YAML::Node(YAML::NodeType::Map);
+      for (auto& i :
+           config::validate(block, registry.get(kind.as<std::string>()).schema(), file.string())) {
+        i.path = path + ".config" + (i.path.empty() ? "" : (i.path[0] == '[' ? "" : ".") + i.path);
+        issues.push_back(std::move(i));
+      }
+    }
+  }
+  if (!issues.empty()) throw config::ConfigError(std::move(issues));
+
   PipelineSpec spec;
   spec.file = file;
   spec.name = root["name"].as<std::string>();
@@ -73,10 +100,10 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
       spec.max_message_bytes = config::parse_bytes(bus["max_message_bytes"].as<std::string>());
     }
     for (const auto& t : bus["topics"]) {
-      spec.policies.push_back({t.first.as<std::string>(),
-                               t.second["delivery"].as<std::string>() == "lossy"
-                                   ? bus::Delivery::lossy
-                                   : bus::Delivery::lossless});
+      spec.policies.push_back(
+          {t.first.as<std::string>(), t.second["delivery"].as<std::string>() == "lossy"
+                                          ? bus::Delivery::lossy
+                                          : bus::Delivery::lossless});
     }
   }
   if (const auto c = root["control"]) {
@@ -101,19 +128,6 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
                      ? Process::separate
                      : Process::embedded;
     cs.config = c.second["config"] ? c.second["config"] : YAML::Node(YAML::NodeType::Map);
-    const std::string path = "components." + cs.name;
-    if (!registry.contains(cs.kind)) {
-      std::string known;
-      for (const auto& k : registry.names()) known += (known.empty() ? "" : ", ") + k;
-      issues.push_back(issue_at(file, c.second["kind"], path + ".kind",
-                                "unknown component kind '" + cs.kind + "' (known: " + known + ")"));
-    } else {
-      auto sub = config::validate(cs.config, registry.get(cs.kind).schema(), file.string());
-      for (auto& i : sub) {
-        i.path = path + ".config" + (i.path.empty() ? "" : (i.path[0] == '[' ? "" : ".") + i.path);
-        issues.push_back(std::move(i));
-      }
-    }
     spec.components.push_back(std::move(cs));
   }
   std::set<std::string> names;
@@ -168,8 +182,9 @@ void apply_overrides(PipelineSpec& spec, const PipelineOverrides& o) {
   }
   if (o.transport) {
     if (*o.transport == bus::Transport::inproc) {
-      throw std::invalid_argument("--transport inproc: processes cannot share inproc; use "
-                                  "--process embedded instead");
+      throw std::invalid_argument(
+          "--transport inproc: processes cannot share inproc; use "
+          "--process embedded instead");
     }
     spec.transport = *o.transport;
   }

@@ -17,19 +17,17 @@ config::Schema Sink::schema() {
 void Sink::configure(const YAML::Node& config, Context& ctx) {
   if (config["input"]) input_ = config["input"].as<std::string>();
   if (config["report"]) report_name_ = config["report"].as<std::string>();
-  bus::subscribe<DocByteStats>(ctx.node(), input_,
-                               [this](const DocByteStats& d, const bus::Message&) {
-                                 documents_[d.doc_id] = {{"doc_id", d.doc_id},
-                                                         {"path", d.path},
-                                                         {"bytes", d.bytes},
-                                                         {"entropy_bits_per_byte",
-                                                          d.entropy_bits_per_byte},
-                                                         {"histogram", d.histogram}};
-                               });
-  bus::subscribe<EndOfStream>(ctx.node(), input_,
-                              [this, &ctx](const EndOfStream& eos, const bus::Message&) {
-                                write_report(ctx, eos.bytes);
-                              });
+  bus::subscribe<DocByteStats>(
+      ctx.node(), input_, [this](const DocByteStats& d, const bus::Message&) {
+        documents_[d.doc_id] = {{"doc_id", d.doc_id},
+                                {"path", d.path},
+                                {"bytes", d.bytes},
+                                {"entropy_bits_per_byte", d.entropy_bits_per_byte},
+                                {"histogram", d.histogram}};
+      });
+  bus::subscribe<EndOfStream>(
+      ctx.node(), input_,
+      [this, &ctx](const EndOfStream& eos, const bus::Message&) { write_report(ctx, eos.bytes); });
 }
 
 void Sink::write_report(Context& ctx, std::uint64_t stream_bytes) {
@@ -52,9 +50,9 @@ void Sink::write_report(Context& ctx, std::uint64_t stream_bytes) {
   const auto path = ctx.out_dir() / report_name_;
   std::ofstream(path) << report.dump(2) << "\n";
   ctx.log().info("wrote {} ({} documents, {} bytes)", path.string(), documents_.size(), bytes);
-  ctx.finish(nlohmann::json{{"report", path.string()}, {"documents", documents_.size()},
-                            {"bytes", bytes}}
-                 .dump());
+  ctx.finish(
+      nlohmann::json{{"report", path.string()}, {"documents", documents_.size()}, {"bytes", bytes}}
+          .dump());
 }
 
 nlohmann::json Sink::stats() const { return {{"documents", documents_.size()}}; }

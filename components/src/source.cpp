@@ -46,8 +46,9 @@ void list_inputs(const std::vector<std::string>& inputs, bool recursive,
         if (e.is_regular_file(fe) && !skipped(e.path())) found.push_back(e.path());
       };
       if (recursive) {
-        for (fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied,
-                                                 ec), end;
+        for (fs::recursive_directory_iterator
+                 it(p, fs::directory_options::skip_permission_denied, ec),
+             end;
              !ec && it != end; it.increment(ec)) {
           add(*it);
         }

@@ -10,13 +10,17 @@ using Clock = std::chrono::steady_clock;
 nlohmann::json RunOutcome::to_json() const {
   nlohmann::json comps = nlohmann::json::object();
   for (const auto& [name, c] : components) {
-    comps[name] = {{"kind", c.kind},       {"pid", c.pid},       {"done", c.done},
-                   {"missing", c.missing}, {"error", c.error},   {"stats", c.stats},
+    comps[name] = {{"kind", c.kind},       {"pid", c.pid},     {"done", c.done},
+                   {"missing", c.missing}, {"error", c.error}, {"stats", c.stats},
                    {"summary", c.summary}};
   }
-  return {{"completed", completed},         {"interrupted", interrupted}, {"error", error},
-          {"missing", missing},             {"wall_seconds", wall_seconds},
-          {"control_rejected", control_rejected}, {"components", comps}};
+  return {{"completed", completed},
+          {"interrupted", interrupted},
+          {"error", error},
+          {"missing", missing},
+          {"wall_seconds", wall_seconds},
+          {"control_rejected", control_rejected},
+          {"components", comps}};
 }
 
 Supervisor::Supervisor(zmq::context_t& context, const components::PipelineSpec& spec,
@@ -82,10 +86,9 @@ void Supervisor::check_heartbeats() {
     if (now - s.last_heartbeat > spec_.heartbeat_timeout) {
       s.missing = true;
       outcome_.missing.push_back(name);
-      spdlog::error("coordinator: component '{}' (pid {}) missing: no heartbeat for {} ms", name,
-                    s.pid,
-                    std::chrono::duration_cast<std::chrono::milliseconds>(now - s.last_heartbeat)
-                        .count());
+      spdlog::error(
+          "coordinator: component '{}' (pid {}) missing: no heartbeat for {} ms", name, s.pid,
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - s.last_heartbeat).count());
       if (on_missing_) on_missing_(name);
     }
   }
@@ -161,16 +164,19 @@ RunOutcome Supervisor::run(const std::atomic<bool>& stop) {
       return true;
     };
   };
-  if (!wait_until(stop, spec_.startup_timeout, all([](const ComponentStatus& s) { return s.registered; }),
+  if (!wait_until(stop, spec_.startup_timeout,
+                  all([](const ComponentStatus& s) { return s.registered; }),
                   "waiting for components to register")) {
     return finish();
   }
   for (const auto& c : spec_.components) {
     YAML::Emitter out;
     out << c.config;
-    server_.send(c.name, {"configure", c.name, out.c_str(), "", {}, {{"out_dir", out_dir_.string()}}});
+    server_.send(c.name,
+                 {"configure", c.name, out.c_str(), "", {}, {{"out_dir", out_dir_.string()}}});
   }
-  if (!wait_until(stop, spec_.startup_timeout, all([](const ComponentStatus& s) { return s.configured; }),
+  if (!wait_until(stop, spec_.startup_timeout,
+                  all([](const ComponentStatus& s) { return s.configured; }),
                   "configuring components")) {
     return finish();
   }
@@ -191,15 +197,17 @@ RunOutcome Supervisor::run(const std::atomic<bool>& stop) {
     }
     if (!probed.empty()) server_.send(pub, {"sync", pub, "", "", probed, {}});
   }
-  if (!wait_until(stop, spec_.startup_timeout, [this] { return pending_acks_.empty(); },
-                  "confirming subscriptions")) {
+  if (!wait_until(
+          stop, spec_.startup_timeout, [this] { return pending_acks_.empty(); },
+          "confirming subscriptions")) {
     for (const auto& [sub, topic, pub] : pending_acks_) {
       spdlog::error("coordinator: {} never confirmed '{}' from {}", sub, topic, pub);
     }
     return finish();
   }
   for (const auto& c : spec_.components) server_.send(c.name, {"activate", c.name, "", "", {}, {}});
-  if (!wait_until(stop, spec_.startup_timeout, all([](const ComponentStatus& s) { return s.active; }),
+  if (!wait_until(stop, spec_.startup_timeout,
+                  all([](const ComponentStatus& s) { return s.active; }),
                   "activating components")) {
     return finish();
   }

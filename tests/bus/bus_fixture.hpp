@@ -42,7 +42,8 @@ inline void handshake(Node& pub, Node& sub, const std::string& topic) {
 
 /// Dispatches on `node` until `done()` or the timeout.
 template <class Pred>
-bool pump_until(Node& node, Pred done, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+bool pump_until(Node& node, Pred done,
+                std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
     if (std::chrono::steady_clock::now() > deadline) return false;

@@ -12,7 +12,8 @@ TEST(Control, MessageRoundTripsBetweenDealerAndRouter) {
   const auto e = make_endpoints(Transport::inproc, testing::unique_run_id());
   ControlServer server(ctx, {e.control});
   ControlClient client(ctx, e.control, "comp-a");
-  ControlMessage m{"register", "comp-a", "text", std::string("\0\1\2", 3), {"x", "y"}, {{"pid", "42"}}};
+  ControlMessage m{"register", "comp-a",       "text", std::string("\0\1\2", 3),
+                   {"x", "y"}, {{"pid", "42"}}};
   client.send(m);
   auto in = server.recv(std::chrono::seconds(2));
   ASSERT_TRUE(in);
@@ -37,7 +38,8 @@ TEST(Control, MalformedAndUnknownFramesAreCountedNotThrown) {
   dealer.connect(e.control);
   dealer.send(zmq::str_buffer("\xc1 not msgpack"), zmq::send_flags::none);
   dealer.send(zmq::buffer(encode_control({"explode", "x", "", "", {}, {}})), zmq::send_flags::none);
-  dealer.send(zmq::buffer(encode_control({"heartbeat", "x", "", "", {}, {}})), zmq::send_flags::none);
+  dealer.send(zmq::buffer(encode_control({"heartbeat", "x", "", "", {}, {}})),
+              zmq::send_flags::none);
   std::optional<ControlServer::Incoming> in;
   for (int i = 0; i < 10 && !in; ++i) in = server.recv(std::chrono::milliseconds(200));
   ASSERT_TRUE(in);

@@ -26,7 +26,8 @@ TEST(Delivery, LosslessTopicDeliversEverythingInOrderToA10xSlowerSubscriber) {
   Node pub(ctx, node_options("pub", e, 5));
   Node sub(ctx, node_options("sub", e, 5));
   std::vector<std::uint64_t> got;
-  subscribe<Counter>(sub, "steady", [&](const Counter& c, const Message&) { got.push_back(c.value); });
+  subscribe<Counter>(sub, "steady",
+                     [&](const Counter& c, const Message&) { got.push_back(c.value); });
   handshake(pub, sub, "steady");
 
   constexpr std::uint64_t kCount = 400;

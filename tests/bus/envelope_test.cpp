@@ -180,16 +180,16 @@ TEST_F(BusTest, EveryKindOfBadInputIsRejectedCountedAndSurvived) {
   const std::string payload(valid_payload.data(), valid_payload.size());
   const std::string header = header_bytes("test.AllFields", 2, 1);
 
-  raw.send({"in"});                                                     // truncated: 1 frame
-  raw.send({"in", header.substr(0, header.size() / 2), payload});       // truncated header
-  raw.send({"in", "\xc1\xc1 garbage bytes \xff", payload});             // garbage
-  raw.send({"in", header_bytes("test.Other", 1, 2), payload});          // unknown schema
-  raw.send({"in", header_bytes("test.AllFields", 3, 3), payload});      // wrong version
+  raw.send({"in"});                                                 // truncated: 1 frame
+  raw.send({"in", header.substr(0, header.size() / 2), payload});   // truncated header
+  raw.send({"in", "\xc1\xc1 garbage bytes \xff", payload});         // garbage
+  raw.send({"in", header_bytes("test.Other", 1, 2), payload});      // unknown schema
+  raw.send({"in", header_bytes("test.AllFields", 3, 3), payload});  // wrong version
   raw.send({"in", header_bytes("test.AllFields", 2, 4), std::string(5000, 'x')});  // oversize
   raw.send({"in", header_bytes("test.AllFields", 2, 5, {{"t", DType::f32, {4}}}), payload,
-            std::string(15, 'x')});                                     // tensor size mismatch
+            std::string(15, 'x')});                                    // tensor size mismatch
   raw.send({"in", header_bytes("test.AllFields", 2, 6), "\x93\x01"});  // payload invalid
-  raw.send({"in", header_bytes("test.AllFields", 2, 7), payload});      // finally a good one
+  raw.send({"in", header_bytes("test.AllFields", 2, 7), payload});     // finally a good one
 
   ASSERT_TRUE(pump_until(sub, [&] { return good == 1; }));
   const auto& s = sub.stats();
@@ -217,8 +217,7 @@ TEST_F(BusTest, FrameAboveZmqMaxMsgSizeIsCutOffByZeroMq) {
   sub.subscribe("big", "test.Big", 1, [&](const Message&) { ++good; });
   handshake(pub, sub, "big");
   std::string big(4096, 'x');
-  pub.publish("big", "test.Big", 1,
-              {reinterpret_cast<const std::byte*>(big.data()), big.size()});
+  pub.publish("big", "test.Big", 1, {reinterpret_cast<const std::byte*>(big.data()), big.size()});
   pub.publish("big", "test.Big", 1, {});
   ASSERT_TRUE(pump_until(sub, [&] { return good == 1; }));
   EXPECT_EQ(sub.stats().rejected_by_reason[static_cast<std::size_t>(DecodeReason::oversize)], 1u);

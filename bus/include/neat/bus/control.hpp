@@ -19,12 +19,12 @@
 namespace neat::bus {
 
 struct ControlMessage {
-  std::string type;       ///< one of control_types()
-  std::string component;  ///< the component it is about (sender for reports)
-  std::string text;       ///< YAML config, topic, error text or JSON stats, by type
-  std::string blob;       ///< snapshot bytes (msgpack), for snapshot and restore
-  std::vector<std::string> list;             ///< topics (configured, sync)
-  std::map<std::string, std::string> fields; ///< small named values (pid, kind, sender, ...)
+  std::string type;               ///< one of control_types()
+  std::string component;          ///< the component it is about (sender for reports)
+  std::string text;               ///< YAML config, topic, error text or JSON stats, by type
+  std::string blob;               ///< snapshot bytes (msgpack), for snapshot and restore
+  std::vector<std::string> list;  ///< topics (configured, sync)
+  std::map<std::string, std::string> fields;  ///< small named values (pid, kind, sender, ...)
 };
 
 /// The valid values of ControlMessage::type.

@@ -55,10 +55,10 @@ enum HeaderFlags : std::uint32_t {
 
 /// Per-message metadata carried in frame 1.
 struct Header {
-  std::string schema;         ///< message type name, e.g. "neat.InputChunk"
-  std::uint32_t version = 1;  ///< schema version
-  std::string sender;         ///< publishing node's name
-  std::uint64_t seq = 0;      ///< per (sender, topic) sequence number, first message is 1
+  std::string schema;             ///< message type name, e.g. "neat.InputChunk"
+  std::uint32_t version = 1;      ///< schema version
+  std::string sender;             ///< publishing node's name
+  std::uint64_t seq = 0;          ///< per (sender, topic) sequence number, first message is 1
   std::int64_t timestamp_ns = 0;  ///< CLOCK_REALTIME at publish, nanoseconds
   std::uint32_t flags = kFlagNone;
   std::vector<TensorDesc> tensors;
@@ -130,13 +130,13 @@ struct Message {
 
 /// Why a frame set was rejected.
 enum class DecodeReason : std::uint8_t {
-  truncated = 0,        ///< fewer frames than the header promises, or a cut-off header
-  garbage,              ///< header frame is not a neat header at all
-  unknown_schema,       ///< no handler on this topic accepts the schema name
-  wrong_version,        ///< schema known, version not
-  oversize,             ///< over the configured message size limit
-  tensor_size_mismatch, ///< tensor frame bytes != dtype x shape
-  payload_invalid,      ///< payload does not decode as the schema's type
+  truncated = 0,         ///< fewer frames than the header promises, or a cut-off header
+  garbage,               ///< header frame is not a neat header at all
+  unknown_schema,        ///< no handler on this topic accepts the schema name
+  wrong_version,         ///< schema known, version not
+  oversize,              ///< over the configured message size limit
+  tensor_size_mismatch,  ///< tensor frame bytes != dtype x shape
+  payload_invalid,       ///< payload does not decode as the schema's type
   kCount
 };
 std::string_view reason_name(DecodeReason reason);

@@ -43,10 +43,10 @@ struct TopicPolicy {
 struct TopicStats {
   std::uint64_t published = 0;
   std::uint64_t published_bytes = 0;
-  std::uint64_t received = 0;        ///< delivered to a handler
+  std::uint64_t received = 0;  ///< delivered to a handler
   std::uint64_t received_bytes = 0;
-  std::uint64_t dropped = 0;         ///< sequence gaps summed over publishers
-  std::uint64_t rejected = 0;        ///< frame sets that failed validation
+  std::uint64_t dropped = 0;             ///< sequence gaps summed over publishers
+  std::uint64_t rejected = 0;            ///< frame sets that failed validation
   std::uint64_t publisher_restarts = 0;  ///< sequence went backwards: the publisher restarted
 };
 
@@ -109,8 +109,8 @@ class Node {
 
   /// Delivers messages on topics starting with `topic_prefix` and of schema `schema` to
   /// `handler`. Several schemas may share a prefix. Must be called before dispatching starts.
-  void subscribe(const std::string& topic_prefix, const std::string& schema,
-                 std::uint32_t version, Handler handler);
+  void subscribe(const std::string& topic_prefix, const std::string& schema, std::uint32_t version,
+                 Handler handler);
 
   /// Delivers every message on topics starting with `topic_prefix`, whatever its schema
   /// (observers such as `neat topic echo`).
@@ -153,7 +153,7 @@ class Node {
   zmq::socket_t pub_lossy_;
   zmq::socket_t sub_;
   std::vector<Subscription> subscriptions_;
-  std::map<std::string, std::uint64_t> next_seq_;                        // topic -> seq
+  std::map<std::string, std::uint64_t> next_seq_;                          // topic -> seq
   std::map<std::pair<std::string, std::string>, std::uint64_t> last_seq_;  // (sender, topic)
   std::set<std::tuple<std::string, std::string, DecodeReason>> logged_;
   ProbeHandler probe_handler_;

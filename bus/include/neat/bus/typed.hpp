@@ -48,8 +48,7 @@ T decode_payload(const Message& message) {
     auto handle = msgpack::unpack(reinterpret_cast<const char*>(payload.data()), payload.size());
     handle.get().convert(value);
   } catch (const std::exception& e) {
-    throw PayloadError("payload of '" + std::string(T::kSchema) + "' does not decode: " +
-                       e.what());
+    throw PayloadError("payload of '" + std::string(T::kSchema) + "' does not decode: " + e.what());
   }
   return value;
 }

@@ -33,8 +33,7 @@ struct HostOptions {
 
 class ComponentHost {
  public:
-  ComponentHost(zmq::context_t& context, HostOptions options,
-                std::unique_ptr<Component> component);
+  ComponentHost(zmq::context_t& context, HostOptions options, std::unique_ptr<Component> component);
   /// Registers with the coordinator and serves its commands until `shutdown` arrives or
   /// `stop` becomes true. Returns 0 after an orderly shutdown, 1 after a failure (logged and
   /// reported to the coordinator as `error`).

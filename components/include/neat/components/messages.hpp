@@ -16,11 +16,11 @@ namespace neat::components {
 struct InputChunk {
   static constexpr std::string_view kSchema = "neat.InputChunk";
   static constexpr std::uint32_t kVersion = 1;
-  std::uint64_t doc_id = 0;     ///< position of the item in the source's sorted input list
-  std::string path;             ///< file it came from
-  std::uint64_t offset = 0;     ///< byte offset of this chunk in the item
-  std::uint64_t item_bytes = 0; ///< total size of the item, bytes
-  bool last = false;            ///< last chunk of the item
+  std::uint64_t doc_id = 0;      ///< position of the item in the source's sorted input list
+  std::string path;              ///< file it came from
+  std::uint64_t offset = 0;      ///< byte offset of this chunk in the item
+  std::uint64_t item_bytes = 0;  ///< total size of the item, bytes
+  bool last = false;             ///< last chunk of the item
   MSGPACK_DEFINE_MAP(doc_id, path, offset, item_bytes, last);
 };
 

@@ -33,7 +33,7 @@ struct ComponentStatus {
   std::string error;     ///< last error the component reported
   std::chrono::steady_clock::time_point last_heartbeat{};
   std::vector<std::string> subscribes, publishes;
-  nlohmann::json stats = nlohmann::json::object();  ///< last stats report
+  nlohmann::json stats = nlohmann::json::object();    ///< last stats report
   nlohmann::json summary = nlohmann::json::object();  ///< sent with done
 };
 

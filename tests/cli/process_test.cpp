@@ -1,0 +1,296 @@
+// End-to-end runs of the `neat` binary (NEAT_BINARY) on real files from Debian packages.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string neat_binary() { return NEAT_BINARY; }
+
+fs::path source_dir() { return NEAT_SOURCE_DIR; }
+
+fs::path fresh_dir(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("neat-test-" + std::to_string(::getpid()) + "-" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+int free_port_base() {
+  std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
+                   static_cast<unsigned>(Clock::now().time_since_epoch().count()));
+  return 20000 + static_cast<int>(rng() % 2000) * 5;
+}
+
+// A child `neat` process whose stderr+stdout lines are collected with arrival times.
+class NeatProcess {
+ public:
+  explicit NeatProcess(std::vector<std::string> args) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO);
+    args.insert(args.begin(), neat_binary());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ) != 0) {
+      throw std::runtime_error("cannot spawn " + args[0]);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    reader_ = std::thread([this, fd = fds[0]] {
+      std::string pending;
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+        pending.append(buf, static_cast<std::size_t>(n));
+        std::size_t pos;
+        while ((pos = pending.find('\n')) != std::string::npos) {
+          std::lock_guard lock(mutex_);
+          lines_.push_back({Clock::now(), pending.substr(0, pos)});
+          pending.erase(0, pos + 1);
+        }
+      }
+      ::close(fd);
+    });
+  }
+  ~NeatProcess() {
+    if (!exited_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+    if (reader_.joinable()) reader_.join();
+  }
+  pid_t pid() const { return pid_; }
+
+  /// Waits for a line containing `text`; returns its arrival time.
+  std::optional<Clock::time_point> wait_for_line(const std::string& text,
+                                                 std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      {
+        std::lock_guard lock(mutex_);
+        for (const auto& [t, line] : lines_) {
+          if (line.find(text) != std::string::npos) return t;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return std::nullopt;
+  }
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    exited_ = true;
+    if (reader_.joinable()) reader_.join();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  std::string output() {
+    std::lock_guard lock(mutex_);
+    std::string all;
+    for (const auto& [t, line] : lines_) all += line + "\n";
+    return all;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  std::thread reader_;
+  std::mutex mutex_;
+  std::vector<std::pair<Clock::time_point, std::string>> lines_;
+};
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string demo_pipeline() { return (source_dir() / "configs/pipelines/demo.yaml").string(); }
+
+TEST(Pipeline, DemoReportsAreIdenticalEmbeddedAndAsThreeProcessesOverIpcAndTcp) {
+  ASSERT_TRUE(fs::exists("/usr/share/games/fortunes")) << "Debian package fortunes missing";
+  const auto dir = fresh_dir("shapes");
+  struct Shape {
+    std::string name;
+    std::vector<std::string> args;
+  };
+  const std::vector<Shape> shapes = {{"embedded", {}},
+                                     {"ipc", {"--process", "separate", "--transport", "ipc"}},
+                                     {"tcp",
+                                      {"--process", "separate", "--transport", "tcp",
+                                       "--tcp-base-port", std::to_string(free_port_base())}}};
+  std::map<std::string, std::string> reports;
+  for (const auto& s : shapes) {
+    std::vector<std::string> args = {"launch",   demo_pipeline(),
+                                     "--out",    (dir / s.name).string(),
+                                     "--run-id", "shape-" + s.name + std::to_string(::getpid())};
+    args.insert(args.end(), s.args.begin(), s.args.end());
+    NeatProcess p(args);
+    ASSERT_EQ(p.wait(), 0) << s.name << " run failed:\n" << p.output();
+    reports[s.name] = read_file(dir / s.name / "report.json");
+    auto run = nlohmann::json::parse(read_file(dir / s.name / "run.json"));
+    EXPECT_TRUE(run["completed"].get<bool>());
+    std::set<long> pids;
+    for (const auto& [name, c] : run["components"].items()) pids.insert(c["pid"].get<long>());
+    if (s.name == "embedded") {
+      EXPECT_EQ(pids, std::set<long>{p.pid()}) << "embedded components run in the launcher";
+    } else {
+      EXPECT_EQ(pids.size(), 3u) << "each component is its own process";
+      EXPECT_FALSE(pids.contains(p.pid()));
+    }
+    // lossless topics: nothing dropped, nothing rejected
+    for (const auto& [name, c] : run["components"].items()) {
+      for (const auto& [topic, t] : c["stats"]["bus"]["topics"].items()) {
+        EXPECT_EQ(t["dropped"].get<int>(), 0) << name << " " << topic;
+        EXPECT_EQ(t["rejected"].get<int>(), 0) << name << " " << topic;
+      }
+    }
+  }
+  auto report = nlohmann::json::parse(reports["embedded"]);
+  EXPECT_GT(report["totals"]["documents"].get<int>(), 10);
+  EXPECT_GT(report["totals"]["bytes"].get<long>(), 1000000);
+  EXPECT_EQ(reports["embedded"], reports["ipc"]);
+  EXPECT_EQ(reports["embedded"], reports["tcp"]);
+}
+
+// A pipeline that runs long enough to be interrupted: all of /usr/include in small chunks.
+fs::path long_pipeline(const fs::path& dir) {
+  auto text = read_file(demo_pipeline());
+  auto at = text.find("inputs: [/usr/share/games/fortunes]");
+  text.replace(at, std::string("inputs: [/usr/share/games/fortunes]").size(),
+               "inputs: [/usr/include]\n      recursive: true");
+  at = text.find("chunk_bytes: 4096");
+  text.replace(at, std::string("chunk_bytes: 4096").size(), "chunk_bytes: 256");
+  auto file = dir / "long.yaml";
+  std::ofstream(file) << text;
+  return file;
+}
+
+bool process_alive(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0; }
+
+std::vector<long> children_of(pid_t parent) {
+  std::vector<long> kids;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    long ppid;
+    rest >> state >> ppid;
+    if (ppid == parent) kids.push_back(std::stol(name));
+  }
+  return kids;
+}
+
+TEST(Launch, SigkilledComponentIsReportedMissingWithinTheHeartbeatTimeout) {
+  const auto dir = fresh_dir("heartbeat");
+  NeatProcess launcher({"launch", long_pipeline(dir).string(), "--out", (dir / "out").string(),
+                        "--process", "separate", "--run-id", "hb" + std::to_string(::getpid())});
+  ASSERT_TRUE(launcher.wait_for_line("pipeline 'demo' active", std::chrono::seconds(30)))
+      << launcher.output();
+  auto kids = children_of(launcher.pid());
+  ASSERT_EQ(kids.size(), 3u) << launcher.output();
+  // Kill the middle component; find it by its command line.
+  long victim = 0;
+  for (auto pid : kids) {
+    auto cmd = read_file(fs::path("/proc") / std::to_string(pid) / "cmdline");
+    if (cmd.find("byte_stats") != std::string::npos) victim = pid;
+  }
+  ASSERT_NE(victim, 0);
+  const auto killed_at = Clock::now();
+  ::kill(static_cast<pid_t>(victim), SIGKILL);
+  auto reported = launcher.wait_for_line("component 'byte_stats'", std::chrono::seconds(10));
+  ASSERT_TRUE(reported) << launcher.output();
+  const auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(*reported - killed_at);
+  // timeout 1000 ms + one heartbeat interval (200 ms) of phase + one poll slice (50 ms)
+  EXPECT_LE(latency.count(), 1000 + 200 + 100) << launcher.output();
+  EXPECT_NE(launcher.wait(), 0) << "a run that lost a component did not complete";
+  auto run = nlohmann::json::parse(read_file(dir / "out" / "run.json"));
+  EXPECT_EQ(run["missing"], nlohmann::json::array({"byte_stats"}));
+  for (auto pid : kids) EXPECT_FALSE(process_alive(pid)) << "orphan " << pid;
+}
+
+TEST(Launch, SigtermStopsEveryProcessAndLeavesNoOrphans) {
+  const auto dir = fresh_dir("sigterm");
+  NeatProcess launcher({"launch", long_pipeline(dir).string(), "--out", (dir / "out").string(),
+                        "--process", "separate", "--run-id", "st" + std::to_string(::getpid())});
+  ASSERT_TRUE(launcher.wait_for_line("pipeline 'demo' active", std::chrono::seconds(30)))
+      << launcher.output();
+  auto kids = children_of(launcher.pid());
+  ASSERT_EQ(kids.size(), 3u);
+  ::kill(launcher.pid(), SIGTERM);
+  EXPECT_EQ(launcher.wait(), 130) << launcher.output();
+  for (auto pid : kids) EXPECT_FALSE(process_alive(pid)) << "orphan " << pid;
+  auto run = nlohmann::json::parse(read_file(dir / "out" / "run.json"));
+  EXPECT_TRUE(run["interrupted"].get<bool>());
+}
+
+TEST(Launch, BadPipelineIsRejectedWithPositionsAndNothingStarts) {
+  const auto dir = fresh_dir("badconfig");
+  auto text = read_file(demo_pipeline());
+  text.replace(text.find("hwm: 1000"), 9, "hwm: -3");
+  text.replace(text.find("chunk_bytes: 4096"), 17, "chunk_byts: 4096");
+  const auto file = dir / "bad.yaml";
+  std::ofstream(file) << text;
+  NeatProcess p({"launch", file.string(), "--out", (dir / "out").string()});
+  EXPECT_EQ(p.wait(), 2);
+  const auto out = p.output();
+  EXPECT_NE(out.find("bad.yaml:"), std::string::npos) << out;
+  EXPECT_NE(out.find("bus.hwm"), std::string::npos) << out;
+  EXPECT_NE(out.find("components.source.config.chunk_byts"), std::string::npos) << out;
+  EXPECT_NE(out.find("did you mean 'chunk_bytes'"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir / "out" / "run.json")) << "nothing may start on a bad config";
+}
+
+TEST(Launch, UnreadableInputIsReportedAndSkipped) {
+  const auto dir = fresh_dir("unreadable");
+  std::ofstream(dir / "a.txt") << "hello hello";
+  NeatProcess p({"run", "--out", (dir / "out").string(), (dir / "a.txt").string(),
+                 (dir / "missing.txt").string()});
+  ASSERT_EQ(p.wait(), 0) << p.output();
+  EXPECT_NE(p.output().find("missing.txt"), std::string::npos);
+  auto report = nlohmann::json::parse(read_file(dir / "out" / "report.json"));
+  EXPECT_EQ(report["totals"]["documents"].get<int>(), 1);
+  EXPECT_EQ(report["totals"]["bytes"].get<int>(), 11);
+}
+
+TEST(Cli, VersionAndHelpWork) {
+  NeatProcess v({"--version"});
+  EXPECT_EQ(v.wait(), 0);
+  EXPECT_NE(v.output().find("neat 0."), std::string::npos);
+  for (const char* sub : {"run", "launch", "component", "broker", "topic", "hw", "check"}) {
+    NeatProcess h({sub, "--help"});
+    EXPECT_EQ(h.wait(), 0) << sub;
+    EXPECT_NE(h.output().find("Usage"), std::string::npos) << sub;
+  }
+}
+
+}  // namespace
