@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "neat/bus/broker.hpp"
@@ -162,7 +163,8 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   const auto& spec = o.spec;
   std::vector<bus::BusEndpoints> bind = {spec.endpoints(o.run_id, true)};
   if (spec.any_separate() || o.expose) bind.push_back(spec.endpoints(o.run_id, false));
-  bus::Broker broker(context, {bind, spec.hwm});
+  std::optional<bus::Broker> broker;
+  if (!spec.external_broker) broker.emplace(context, bus::BrokerOptions{bind, spec.hwm});
   std::vector<std::string> control;
   for (const auto& b : bind) control.push_back(b.control);
   coordinator::Supervisor supervisor(context, spec, control, o.out_dir);

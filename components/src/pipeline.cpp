@@ -21,6 +21,9 @@ config::Schema pipeline_schema() {
                  .optional("tcp_base_port", Schema::integer(1024, 65530),
                            "tcp ports base .. base+4 (lossless in/out, lossy in/out, control)")
                  .optional("ipc_dir", Schema::string(), "directory of ipc socket files")
+                 .optional("broker", Schema::one_of({"embedded", "external"}),
+                           "embedded: the launcher runs the broker; external: `neat broker` "
+                           "runs it and every component connects over `transport`")
                  .optional("hwm", Schema::integer(1, 1000000), "high-water mark, messages")
                  .optional("max_message_bytes", Schema::bytes(1024, 1ull << 32),
                            "largest accepted message (all frames)")
@@ -95,6 +98,7 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
     if (bus["tcp_host"]) spec.tcp_host = bus["tcp_host"].as<std::string>();
     if (bus["tcp_base_port"]) spec.tcp_base_port = bus["tcp_base_port"].as<int>();
     if (bus["ipc_dir"]) spec.ipc_dir = bus["ipc_dir"].as<std::string>();
+    if (bus["broker"]) spec.external_broker = bus["broker"].as<std::string>() == "external";
     if (bus["hwm"]) spec.hwm = bus["hwm"].as<int>();
     if (bus["max_message_bytes"]) {
       spec.max_message_bytes = config::parse_bytes(bus["max_message_bytes"].as<std::string>());
@@ -160,8 +164,12 @@ const ComponentSpec& PipelineSpec::component(const std::string& n) const {
 }
 
 bus::BusEndpoints PipelineSpec::endpoints(const std::string& run_id, bool embedded) const {
-  return bus::make_endpoints(embedded ? bus::Transport::inproc : transport, run_id, tcp_host,
-                             tcp_base_port, ipc_dir);
+  const bool inproc_bus = embedded && !external_broker;
+  auto e = bus::make_endpoints(inproc_bus ? bus::Transport::inproc : transport, run_id, tcp_host,
+                               tcp_base_port, ipc_dir);
+  // The coordinator always lives in the launcher: embedded components reach it in-process.
+  if (embedded) e.control = bus::make_endpoints(bus::Transport::inproc, run_id).control;
+  return e;
 }
 
 bus::NodeOptions PipelineSpec::node_options(const std::string& n, const std::string& run_id,

@@ -294,3 +294,75 @@ TEST(Cli, VersionAndHelpWork) {
 }
 
 }  // namespace
+
+namespace {
+
+fs::path with_external_broker(const fs::path& dir) {
+  auto text = read_file(demo_pipeline());
+  text.replace(text.find("  transport: ipc"), 16, "  broker: external\n  transport: ipc");
+  auto file = dir / "external.yaml";
+  std::ofstream(file) << text;
+  return file;
+}
+
+TEST(Launch, StandaloneBrokerCarriesARunWhoseBrokerIsExternal) {
+  const auto dir = fresh_dir("external");
+  const auto pipeline = with_external_broker(dir).string();
+  const std::string id = "ext" + std::to_string(::getpid());
+  NeatProcess broker({"broker", pipeline, "--run-id", id});
+  ASSERT_TRUE(broker.wait_for_line("running", std::chrono::seconds(10))) << broker.output();
+  NeatProcess run({"launch", pipeline, "--run-id", id, "--out", (dir / "out").string()});
+  ASSERT_EQ(run.wait(), 0) << run.output();
+  auto report = nlohmann::json::parse(read_file(dir / "out" / "report.json"));
+  EXPECT_GT(report["totals"]["documents"].get<int>(), 10);
+  ::kill(broker.pid(), SIGTERM);
+  EXPECT_EQ(broker.wait(), 0);
+}
+
+TEST(TopicTools, ListHzAndEchoObserveARunningPipeline) {
+  const auto dir = fresh_dir("topic");
+  const auto pipeline = long_pipeline(dir).string();
+  const std::string id = "tt" + std::to_string(::getpid());
+  NeatProcess launcher({"launch", pipeline, "--out", (dir / "out").string(), "--run-id", id});
+  ASSERT_TRUE(launcher.wait_for_line("pipeline 'demo' active", std::chrono::seconds(30)))
+      << launcher.output();
+
+  NeatProcess hz(
+      {"topic", "hz", "--pipeline", pipeline, "--run-id", id, "--window", "0.5", "-n", "1"});
+  ASSERT_EQ(hz.wait(), 0) << hz.output();
+  const auto table = hz.output();
+  const auto row = table.find("\ninput.item");
+  ASSERT_NE(row, std::string::npos) << table;
+  std::istringstream fields(table.substr(row + 1));
+  std::string topic;
+  double rate = 0;
+  fields >> topic >> rate;
+  EXPECT_GT(rate, 0.0) << table;
+
+  NeatProcess echo({"topic", "echo", "input.", "--pipeline", pipeline, "--run-id", id, "-n", "2"});
+  ASSERT_EQ(echo.wait(), 0) << echo.output();
+  std::istringstream lines(echo.output());
+  std::string line;
+  int messages = 0;
+  while (std::getline(lines, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    EXPECT_EQ(j["topic"], "input.item");
+    EXPECT_EQ(j["schema"], "neat.InputChunk");
+    EXPECT_EQ(j["sender"], "source");
+    EXPECT_EQ(j["tensors"][0]["dtype"], "u8");
+    EXPECT_TRUE(j["payload"].contains("doc_id"));
+    ++messages;
+  }
+  EXPECT_EQ(messages, 2) << echo.output();
+
+  NeatProcess list({"topic", "list", "--pipeline", pipeline, "--run-id", id, "--window", "0.3"});
+  ASSERT_EQ(list.wait(), 0);
+  EXPECT_NE(list.output().find("input.item"), std::string::npos) << list.output();
+  EXPECT_NE(list.output().find("byte_stats.doc"), std::string::npos) << list.output();
+
+  ::kill(launcher.pid(), SIGTERM);
+  EXPECT_EQ(launcher.wait(), 130);
+}
+
+}  // namespace

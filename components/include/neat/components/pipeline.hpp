@@ -36,6 +36,9 @@ struct PipelineSpec {
   std::string tcp_host = "127.0.0.1";
   int tcp_base_port = 5555;
   std::string ipc_dir = "/tmp";
+  /// The broker runs in the launcher (false) or is started separately with `neat broker`
+  /// (true); then every component, embedded ones included, reaches it over `transport`.
+  bool external_broker = false;
   int hwm = 1000;
   std::size_t max_message_bytes = 64u << 20;
   std::vector<bus::TopicPolicy> policies;
