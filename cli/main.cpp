@@ -3,6 +3,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -87,6 +88,21 @@ void print_report_table(const std::filesystem::path& report_file) {
             << t.value("mean_order0_bits_per_byte", 0.0) << "\n";
 }
 
+// Markdown reference of every pipeline key and every component kind's `config:` keys.
+std::string configuration_reference() {
+  std::string out = "## Pipeline files (`configs/pipelines/*.yaml`)\n\n";
+  out += components::pipeline_schema().describe();
+  const auto& registry = components::builtin_registry();
+  for (const auto& name : registry.names()) {
+    const auto& kind = registry.get(name);
+    out += "\n## Component `" + name + "`: `components.<name>.config`\n\n" + kind.description +
+           ".\n\n" + kind.schema().describe();
+  }
+  out += "\n## Hardware profiles (`configs/profiles/*.yaml`)\n\n" +
+         hardware::profile_schema().describe();
+  return out;
+}
+
 int do_launch(const std::string& pipeline, const ShapeFlags& shape,
               const std::vector<std::string>& inputs, const std::string& out, std::string run_id,
               bool print_table) {
@@ -112,6 +128,10 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Logs go to stderr; stdout carries reports, tables and JSON only.
+  auto logger = spdlog::stderr_color_mt("neat");
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");
+  spdlog::set_default_logger(logger);
   CLI::App app{
       "neat: four neural components on a ZeroMQ bus under a test-time-learning "
       "coordinator"};
@@ -193,6 +213,11 @@ int main(int argc, char** argv) {
   std::string check_file;
   check->add_option("pipeline", check_file, "pipeline YAML")->required();
 
+  // schema
+  auto* schema = app.add_subcommand("schema",
+                                    "print every YAML key of pipelines and component "
+                                    "configs as markdown (docs/configuration.md)");
+
   CLI11_PARSE(app, argc, argv);
   if (verbose == 1) spdlog::set_level(spdlog::level::debug);
   if (verbose >= 2) spdlog::set_level(spdlog::level::trace);
@@ -251,6 +276,10 @@ int main(int argc, char** argv) {
           hw_profile.empty() ? std::nullopt : std::optional<std::string>(hw_profile), &warnings);
       for (const auto& w : warnings) std::cout << "warning: " << w << "\n";
       std::cout << hardware::to_string(profile) << "\n";
+      return 0;
+    }
+    if (*schema) {
+      std::cout << configuration_reference();
       return 0;
     }
     if (*check) {

@@ -10,8 +10,10 @@ namespace neat::components {
 config::Schema ByteStats::schema() {
   using config::Schema;
   return Schema::map()
-      .optional("input", Schema::string(), "topic of InputChunk messages (default input.item)")
-      .optional("output", Schema::string(), "topic for DocByteStats (default byte_stats.doc)");
+      .optional("input", Schema::string().default_value("input.item"),
+                "topic of InputChunk messages")
+      .optional("output", Schema::string().default_value("byte_stats.doc"),
+                "topic for DocByteStats");
 }
 
 double order0_entropy_bits(const std::array<std::uint64_t, 256>& h) {

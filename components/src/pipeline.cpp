@@ -14,40 +14,54 @@ config::Schema pipeline_schema() {
   auto topic = Schema::map().required("delivery", Schema::one_of({"lossless", "lossy"}),
                                       "lossless: publisher blocks, nothing dropped; lossy: "
                                       "drops allowed and counted from sequence gaps");
-  auto bus = Schema::map()
-                 .optional("transport", Schema::one_of({"ipc", "tcp"}),
-                           "transport between processes (embedded components use inproc)")
-                 .optional("tcp_host", Schema::string(), "host the broker binds for tcp")
-                 .optional("tcp_base_port", Schema::integer(1024, 65530),
-                           "tcp ports base .. base+4 (lossless in/out, lossy in/out, control)")
-                 .optional("ipc_dir", Schema::string(), "directory of ipc socket files")
-                 .optional("broker", Schema::one_of({"embedded", "external"}),
-                           "embedded: the launcher runs the broker; external: `neat broker` "
-                           "runs it and every component connects over `transport`")
-                 .optional("hwm", Schema::integer(1, 1000000), "high-water mark, messages")
-                 .optional("max_message_bytes", Schema::bytes(1024, 1ull << 32),
-                           "largest accepted message (all frames)")
-                 .optional("topics", Schema::dict(topic), "delivery policy by topic prefix");
-  auto control = Schema::map()
-                     .optional("heartbeat_interval_ms", Schema::integer(10, 60000))
-                     .optional("heartbeat_timeout_ms", Schema::integer(50, 600000),
-                               "a component silent this long is reported missing")
-                     .optional("startup_timeout_ms", Schema::integer(100, 600000))
-                     .optional("shutdown_timeout_ms", Schema::integer(100, 600000));
-  auto component = Schema::map()
-                       .required("kind", Schema::string(), "registered component kind")
-                       .optional("process", Schema::one_of({"embedded", "separate"}),
-                                 "embedded: a thread of the neat process; separate: its own")
-                       .optional("config", Schema::any(), "the kind's own settings");
+  auto bus =
+      Schema::map()
+          .optional("transport", Schema::one_of({"ipc", "tcp"}).default_value("ipc"),
+                    "transport between processes (embedded components use inproc)")
+          .optional("tcp_host", Schema::string().default_value("127.0.0.1"),
+                    "host the broker binds for tcp")
+          .optional("tcp_base_port", Schema::integer(1024, 65530).default_value("5555"),
+                    "tcp ports base .. base+4 (lossless in/out, lossy in/out, control)")
+          .optional("ipc_dir", Schema::string().default_value("/tmp"),
+                    "directory of ipc socket files")
+          .optional("broker", Schema::one_of({"embedded", "external"}).default_value("embedded"),
+                    "embedded: the launcher runs the broker; external: `neat broker` "
+                    "runs it and every component connects over `transport`")
+          .optional("hwm", Schema::integer(1, 1000000).default_value("1000"),
+                    "high-water mark, messages")
+          .optional("max_message_bytes", Schema::bytes(1024, 1ull << 32).default_value("64MiB"),
+                    "largest accepted message (all frames)")
+          .optional("topics", Schema::dict(topic),
+                    "delivery policy by topic prefix (longest prefix wins; unlisted "
+                    "topics are lossless)");
+  auto control =
+      Schema::map()
+          .optional("heartbeat_interval_ms", Schema::integer(10, 60000).default_value("200"),
+                    "how often each component sends a heartbeat")
+          .optional("heartbeat_timeout_ms", Schema::integer(50, 600000).default_value("1000"),
+                    "a component silent this long is reported missing")
+          .optional("startup_timeout_ms", Schema::integer(100, 600000).default_value("20000"),
+                    "limit for registration, configuration and the subscription "
+                    "handshake")
+          .optional("shutdown_timeout_ms", Schema::integer(100, 600000).default_value("5000"),
+                    "grace before a process is sent SIGTERM, then SIGKILL");
+  auto component =
+      Schema::map()
+          .required("kind", Schema::string(), "registered component kind")
+          .optional("process", Schema::one_of({"embedded", "separate"}).default_value("embedded"),
+                    "embedded: a thread of the neat process; separate: its own")
+          .optional("config", Schema::any(), "the kind's own settings");
   return Schema::map()
-      .required("name", Schema::string())
-      .optional("bus", bus)
-      .optional("control", control)
+      .required("name", Schema::string(), "pipeline name, shown in logs and reports")
+      .optional("bus", bus, "broker, transport and delivery policies")
+      .optional("control", control, "control-plane timing")
       .optional("log_level",
-                Schema::one_of({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+                Schema::one_of({"trace", "debug", "info", "warn", "error", "critical", "off"})
+                    .default_value("info"),
+                "spdlog level of every component (-v on the command line overrides)")
       .required("finish_when", Schema::list(Schema::string(), 1),
                 "the run ends when all of these components report done")
-      .required("components", Schema::dict(component));
+      .required("components", Schema::dict(component), "components by name (the bus sender id)");
 }
 
 namespace {

@@ -10,8 +10,9 @@ namespace neat::components {
 config::Schema Sink::schema() {
   using config::Schema;
   return Schema::map()
-      .optional("input", Schema::string(), "topic of DocByteStats (default byte_stats.doc)")
-      .optional("report", Schema::string(), "report file name in the output directory");
+      .optional("input", Schema::string().default_value("byte_stats.doc"), "topic of DocByteStats")
+      .optional("report", Schema::string().default_value("report.json"),
+                "report file name in the output directory");
 }
 
 void Sink::configure(const YAML::Node& config, Context& ctx) {

@@ -13,14 +13,17 @@ namespace fs = std::filesystem;
 config::Schema Source::schema() {
   using config::Schema;
   return Schema::map()
-      .optional("inputs", Schema::list(Schema::string()),
+      .optional("inputs",
+                Schema::list(Schema::string()).default_value("[/usr/share/games/fortunes]"),
                 "files or directories (default: Debian's English fortunes, "
                 "/usr/share/games/fortunes)")
-      .optional("recursive", Schema::boolean(), "descend into sub-directories")
-      .optional("skip_suffixes", Schema::list(Schema::string()),
+      .optional("recursive", Schema::boolean().default_value("false"),
+                "descend into sub-directories")
+      .optional("skip_suffixes", Schema::list(Schema::string()).default_value("[.dat]"),
                 "file name endings to skip (default: .dat, the fortune index files)")
-      .optional("chunk_bytes", Schema::integer(1, 64 << 20), "bytes per published chunk")
-      .optional("topic", Schema::string(), "output topic (default input.item)");
+      .optional("chunk_bytes", Schema::integer(1, 64 << 20).default_value("4096"),
+                "bytes per published chunk")
+      .optional("topic", Schema::string().default_value("input.item"), "output topic");
 }
 
 void list_inputs(const std::vector<std::string>& inputs, bool recursive,
