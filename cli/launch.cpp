@@ -204,6 +204,18 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
       host.run(stop_embedded);
     });
   }
+  // Crash recovery: a separate component whose heartbeat stopped is spawned again.
+  supervisor.set_restarter([&](const std::string& name) {
+    for (auto& c : children) {
+      if (c.name != name || c.pid <= 0) continue;
+      ::kill(c.pid, SIGKILL);  // it may be hung rather than dead
+      ::waitpid(c.pid, nullptr, 0);
+      if (c.forwarder.joinable()) c.forwarder.join();
+      c = spawn_component(o, name);
+      return true;
+    }
+    return false;  // embedded components share the launcher's fate
+  });
   auto outcome = supervisor.run(stop);
   stop_embedded = true;
   for (auto& t : threads) t.join();

@@ -20,12 +20,23 @@ Broker::Broker(zmq::context_t& context, BrokerOptions options)
     out[1].push_back(e.lossy_out);
   }
   const int id = broker_counter.fetch_add(1);
-  start_plane(planes_[0], true, in[0], out[0], id * 2);
-  start_plane(planes_[1], false, in[1], out[1], id * 2 + 1);
+  // Bind everything before any proxy thread starts: a failed bind then throws from here with
+  // nothing running.
+  bind_plane(planes_[0], true, in[0], out[0], id * 2);
+  bind_plane(planes_[1], false, in[1], out[1], id * 2 + 1);
+  for (auto& p : planes_) {
+    p.thread = std::thread([&p] {
+      try {
+        zmq::proxy_steerable(p.frontend, p.backend, zmq::socket_ref(), p.control_in);
+      } catch (const zmq::error_t&) {
+        // context terminated: the proxy ends with it
+      }
+    });
+  }
 }
 
-void Broker::start_plane(Plane& p, bool lossless, const std::vector<std::string>& in,
-                         const std::vector<std::string>& out, int index) {
+void Broker::bind_plane(Plane& p, bool lossless, const std::vector<std::string>& in,
+                        const std::vector<std::string>& out, int index) {
   p.frontend = zmq::socket_t(context_, zmq::socket_type::xsub);
   p.backend = zmq::socket_t(context_, zmq::socket_type::xpub);
   for (auto* s : {&p.frontend, &p.backend}) {
@@ -41,13 +52,6 @@ void Broker::start_plane(Plane& p, bool lossless, const std::vector<std::string>
   p.control_in.bind(control);
   p.control_out = zmq::socket_t(context_, zmq::socket_type::pair);
   p.control_out.connect(control);
-  p.thread = std::thread([&p] {
-    try {
-      zmq::proxy_steerable(p.frontend, p.backend, zmq::socket_ref(), p.control_in);
-    } catch (const zmq::error_t&) {
-      // context terminated: the proxy ends with it
-    }
-  });
 }
 
 Broker::~Broker() {

@@ -222,29 +222,36 @@ Header parse_header(const msgpack::object& o) {
 std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
                                           std::size_t max_bytes) {
   if (frames.size() < 3) {
-    return DecodeError{DecodeReason::truncated,
-                       "expected >= 3 frames, got " + std::to_string(frames.size())};
+    return DecodeError{
+        DecodeReason::truncated, "expected >= 3 frames, got " + std::to_string(frames.size()), {}};
   }
-  std::size_t total = 0;
-  for (const auto& f : frames) total += f.size();
-  if (total > max_bytes) {
+  if (frames[1].size() > max_bytes) {
     return DecodeError{DecodeReason::oversize,
-                       std::to_string(total) + " bytes exceeds limit " + std::to_string(max_bytes)};
+                       "header frame of " + std::to_string(frames[1].size()) + " bytes",
+                       {}};
   }
   Header header;
   try {
     auto oh = msgpack::unpack(static_cast<const char*>(frames[1].data()), frames[1].size());
     header = parse_header(oh.get());
   } catch (const msgpack::insufficient_bytes& e) {
-    return DecodeError{DecodeReason::truncated, std::string("header cut off: ") + e.what()};
+    return DecodeError{DecodeReason::truncated, std::string("header cut off: ") + e.what(), {}};
   } catch (const std::exception& e) {
-    return DecodeError{DecodeReason::garbage, std::string("bad header: ") + e.what()};
+    return DecodeError{DecodeReason::garbage, std::string("bad header: ") + e.what(), {}};
+  }
+  std::size_t total = 0;
+  for (const auto& f : frames) total += f.size();
+  if (total > max_bytes) {
+    return DecodeError{DecodeReason::oversize,
+                       std::to_string(total) + " bytes exceeds limit " + std::to_string(max_bytes),
+                       header};
   }
   if (frames.size() != 3 + header.tensors.size()) {
     return DecodeError{
         frames.size() < 3 + header.tensors.size() ? DecodeReason::truncated : DecodeReason::garbage,
         "header lists " + std::to_string(header.tensors.size()) + " tensors, message has " +
-            std::to_string(frames.size() - 3) + " tensor frames"};
+            std::to_string(frames.size() - 3) + " tensor frames",
+        header};
   }
   for (std::size_t i = 0; i < header.tensors.size(); ++i) {
     const auto& d = header.tensors[i];
@@ -252,7 +259,8 @@ std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
       return DecodeError{DecodeReason::tensor_size_mismatch,
                          "tensor '" + d.name + "' (" + std::string(dtype_name(d.dtype)) +
                              ") expects " + std::to_string(d.bytes()) + " bytes, frame has " +
-                             std::to_string(frames[3 + i].size())};
+                             std::to_string(frames[3 + i].size()),
+                         header};
     }
   }
   Message m;

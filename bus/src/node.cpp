@@ -76,12 +76,23 @@ void Node::publish(std::string_view topic, std::string_view schema, std::uint32_
   auto& seq = next_seq_[std::string(topic)];
   h.seq = ++seq;
   h.timestamp_ns = now_ns();
+  const bool lossless = delivery(topic) == Delivery::lossless;
+  if (!lossless) h.flags |= kFlagLossy;
   h.tensors.reserve(tensors.size());
   for (const auto& t : tensors) h.tensors.push_back(t.desc);
   auto frames = encode(topic, h, payload, std::move(payload_owner), tensors);
   std::size_t bytes = 0;
   for (const auto& f : frames) bytes += f.size();
-  const bool lossless = delivery(topic) == Delivery::lossless;
+  if (lossless && options_.retention > 0) {
+    auto& kept = retained_[std::string(topic)];
+    std::vector<zmq::message_t> copy(frames.size());
+    for (std::size_t i = 0; i < frames.size(); ++i) copy[i].copy(frames[i]);  // shares buffers
+    kept.emplace_back(h.seq, std::move(copy));
+    if (kept.size() > options_.retention) {
+      kept.pop_front();
+      ++stats_.topics[std::string(topic)].retention_evicted;
+    }
+  }
   send_frames(lossless ? pub_lossless_ : pub_lossy_, frames, lossless);
   auto& st = stats_.topics[std::string(topic)];
   ++st.published;
@@ -139,23 +150,98 @@ bool Node::dispatch_one() {
   const std::string topic = frames.empty() ? std::string("?") : frames[0].to_string();
   auto decoded = decode(std::move(frames), options_.max_message_bytes);
   if (auto* err = std::get_if<DecodeError>(&decoded)) {
-    reject("?", topic, err->reason, err->detail);
+    reject(err->header ? err->header->sender : "?", topic, err->reason, err->detail);
+    // A rejected message whose header was readable still takes its place in the sequence, so
+    // that a lossless stream does not wait for it.
+    if (err->header && !(err->header->flags & kFlagProbe)) {
+      sequence(err->header->sender, topic, err->header->seq, !(err->header->flags & kFlagLossy),
+               std::nullopt);
+    }
+    expire_holds();
     return true;
   }
   auto& msg = std::get<Message>(decoded);
-  const auto& h = msg.header;
-  if (h.flags & kFlagProbe) {
+  if (msg.header.flags & kFlagProbe) {
     ++stats_.probes_received;
-    if (probe_handler_) probe_handler_(msg.topic, h.sender);
+    if (probe_handler_) probe_handler_(msg.topic, msg.header.sender);
     return true;
   }
-  auto& st = stats_.topics[msg.topic];
-  auto& last = last_seq_[{h.sender, msg.topic}];
-  if (h.seq > last + 1 && last != 0) st.dropped += h.seq - last - 1;
-  if (last == 0 && h.seq > 1 && options_.count_initial_gap) st.dropped += h.seq - 1;
-  if (h.seq <= last) ++st.publisher_restarts;
-  last = h.seq;
+  const auto sender = msg.header.sender;
+  const auto seq = msg.header.seq;
+  const bool lossless = !(msg.header.flags & kFlagLossy);
+  sequence(sender, topic, seq, lossless, std::move(msg));
+  expire_holds();
+  return true;
+}
 
+void Node::sequence(const std::string& sender, const std::string& topic, std::uint64_t seq,
+                    bool lossless, std::optional<Message> msg) {
+  auto& st = stats_.topics[topic];
+  const std::pair<std::string, std::string> key{sender, topic};
+  auto& last = last_seq_[key];
+  if (last == 0 && !options_.count_initial_gap) last = seq - 1;  // observer: join anywhere
+  if (seq <= last) {
+    ++st.duplicates;  // already delivered: a replay overlapping what arrived live
+    return;
+  }
+  if (seq > last + 1) {
+    if (lossless) {
+      auto& held = held_[key];
+      if (held.messages.size() < options_.reorder_limit) {
+        // A gap on a lossless topic is being replayed: keep order, deliver when it is filled.
+        if (held.messages.empty()) held.since = std::chrono::steady_clock::now();
+        ++st.held;
+        held.messages.emplace(seq, std::move(msg));
+        return;
+      }
+    }
+    st.dropped += seq - last - 1;
+  }
+  last = seq;
+  if (msg) deliver(*msg, st);
+  release(key, false);
+}
+
+void Node::release(const std::pair<std::string, std::string>& key, bool expired) {
+  auto it = held_.find(key);
+  if (it == held_.end()) return;
+  auto& st = stats_.topics[key.second];
+  auto& last = last_seq_[key];
+  auto& messages = it->second.messages;
+  while (!messages.empty()) {
+    const auto first = messages.begin()->first;
+    if (first <= last) {
+      ++st.duplicates;
+      messages.erase(messages.begin());
+      continue;
+    }
+    if (first > last + 1) {
+      if (!expired) break;
+      st.dropped += first - last - 1;  // the gap was never filled
+    }
+    last = first;
+    auto entry = messages.extract(messages.begin());
+    if (entry.mapped()) deliver(*entry.mapped(), st);
+  }
+  if (messages.empty()) held_.erase(it);
+}
+
+void Node::expire_holds() {
+  if (held_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, std::string>> expired;
+  for (const auto& [key, held] : held_) {
+    if (now - held.since > options_.reorder_timeout) expired.push_back(key);
+  }
+  for (const auto& key : expired) {
+    spdlog::warn("[{}] gap on lossless '{}' from '{}' not filled within {} ms: counted as dropped",
+                 options_.name, key.second, key.first, options_.reorder_timeout.count());
+    release(key, true);
+  }
+}
+
+void Node::deliver(const Message& msg, TopicStats& st) {
+  const auto& h = msg.header;
   const Subscription* match = nullptr;
   bool schema_seen = false;
   std::uint32_t known_version = 0;
@@ -182,7 +268,7 @@ bool Node::dispatch_one() {
       reject(h.sender, msg.topic, DecodeReason::unknown_schema,
              "no handler for schema '" + h.schema + "'");
     }
-    return true;
+    return;
   }
   try {
     match->handler(msg);
@@ -197,7 +283,53 @@ bool Node::dispatch_one() {
     spdlog::error("[{}] handler for '{}' ({}) failed: {}", options_.name, msg.topic, h.schema,
                   e.what());
   }
-  return true;
+}
+
+SequenceState Node::sequence_state() const {
+  SequenceState s;
+  s.next_seq = next_seq_;
+  for (const auto& [key, seq] : last_seq_) s.last_seq[key.first][key.second] = seq;
+  return s;
+}
+
+void Node::set_sequence_state(const SequenceState& state) {
+  next_seq_ = state.next_seq;
+  last_seq_.clear();
+  held_.clear();
+  for (const auto& [sender, topics] : state.last_seq) {
+    for (const auto& [topic, seq] : topics) last_seq_[{sender, topic}] = seq;
+  }
+}
+
+std::size_t Node::replay(const std::string& topic, std::uint64_t from_seq) {
+  auto it = retained_.find(topic);
+  if (it == retained_.end()) return 0;
+  if (!it->second.empty() && it->second.front().first > from_seq) {
+    spdlog::error("[{}] replay of '{}' from {} incomplete: oldest retained is {}", options_.name,
+                  topic, from_seq, it->second.front().first);
+  }
+  std::size_t n = 0;
+  for (auto& [seq, frames] : it->second) {
+    if (seq < from_seq) continue;
+    std::vector<zmq::message_t> copy(frames.size());
+    for (std::size_t i = 0; i < frames.size(); ++i) copy[i].copy(frames[i]);
+    send_frames(pub_lossless_, copy, true);
+    ++n;
+  }
+  stats_.topics[topic].replayed += n;
+  return n;
+}
+
+void Node::trim(const std::string& topic, std::uint64_t up_to) {
+  auto it = retained_.find(topic);
+  if (it == retained_.end()) return;
+  while (!it->second.empty() && it->second.front().first <= up_to) it->second.pop_front();
+}
+
+std::size_t Node::retained() const {
+  std::size_t n = 0;
+  for (const auto& [topic, kept] : retained_) n += kept.size();
+  return n;
 }
 
 }  // namespace neat::bus

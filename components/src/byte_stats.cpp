@@ -63,4 +63,22 @@ nlohmann::json ByteStats::stats() const {
   return {{"documents", documents_}, {"bytes", bytes_}, {"open_documents", open_.size()}};
 }
 
+std::string ByteStats::snapshot() const {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::make_tuple(open_, documents_, bytes_));
+  return {buf.data(), buf.size()};
+}
+
+void ByteStats::restore(std::string_view bytes) {
+  std::tuple<std::map<std::uint64_t, std::array<std::uint64_t, 256>>, std::uint64_t, std::uint64_t>
+      t;
+  try {
+    auto h = msgpack::unpack(bytes.data(), bytes.size());
+    h.get().convert(t);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("byte_stats: corrupt snapshot: ") + e.what());
+  }
+  std::tie(open_, documents_, bytes_) = t;
+}
+
 }  // namespace neat::components

@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include <msgpack.hpp>
+
 #include "neat/bus/control.hpp"
 
 namespace neat::components {
@@ -28,13 +30,11 @@ std::shared_ptr<spdlog::logger> component_logger(const std::string& name) {
 nlohmann::json node_stats_json(const bus::NodeStats& s) {
   nlohmann::json topics = nlohmann::json::object();
   for (const auto& [topic, t] : s.topics) {
-    topics[topic] = {{"published", t.published},
-                     {"published_bytes", t.published_bytes},
-                     {"received", t.received},
-                     {"received_bytes", t.received_bytes},
-                     {"dropped", t.dropped},
-                     {"rejected", t.rejected},
-                     {"publisher_restarts", t.publisher_restarts}};
+    topics[topic] = {{"published", t.published},   {"published_bytes", t.published_bytes},
+                     {"received", t.received},     {"received_bytes", t.received_bytes},
+                     {"dropped", t.dropped},       {"rejected", t.rejected},
+                     {"duplicates", t.duplicates}, {"held", t.held},
+                     {"replayed", t.replayed},     {"retention_evicted", t.retention_evicted}};
   }
   nlohmann::json reasons = nlohmann::json::object();
   for (std::size_t r = 0; r < s.rejected_by_reason.size(); ++r) {
@@ -79,6 +79,37 @@ class Heartbeat {
 
 }  // namespace
 
+std::string encode_snapshot(const std::string& component_state, const bus::SequenceState& seq) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(4);
+  pk.pack(std::string_view("neat.snapshot/1"));
+  pk.pack_bin(static_cast<std::uint32_t>(component_state.size()));
+  pk.pack_bin_body(component_state.data(), static_cast<std::uint32_t>(component_state.size()));
+  pk.pack(seq.next_seq);
+  pk.pack(seq.last_seq);
+  return {buf.data(), buf.size()};
+}
+
+std::pair<std::string, bus::SequenceState> decode_snapshot(std::string_view bytes) {
+  try {
+    auto handle = msgpack::unpack(bytes.data(), bytes.size());
+    const auto& o = handle.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 4 ||
+        o.via.array.ptr[0].as<std::string>() != "neat.snapshot/1") {
+      throw std::runtime_error("not a neat snapshot");
+    }
+    const auto& bin = o.via.array.ptr[1];
+    if (bin.type != msgpack::type::BIN) throw std::runtime_error("component state is not bin");
+    bus::SequenceState seq;
+    o.via.array.ptr[2].convert(seq.next_seq);
+    o.via.array.ptr[3].convert(seq.last_seq);
+    return {std::string(bin.via.bin.ptr, bin.via.bin.size), std::move(seq)};
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("corrupt snapshot: ") + e.what());
+  }
+}
+
 ComponentHost::ComponentHost(zmq::context_t& context, HostOptions options,
                              std::unique_ptr<Component> component)
     : context_(context), options_(std::move(options)), component_(std::move(component)) {}
@@ -103,9 +134,15 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
     report("stats", j.dump());
   };
 
-  std::set<std::pair<std::string, std::string>> acked;
+  // Acknowledge probes, at most every 50 ms per (topic, sender): a restarted publisher probes
+  // again and must be acknowledged again.
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> acked;
   node.on_probe([&](const std::string& topic, const std::string& sender) {
-    if (acked.emplace(topic, sender).second) report("probe_ack", topic, {}, {{"sender", sender}});
+    const auto now = std::chrono::steady_clock::now();
+    auto [it, fresh] = acked.try_emplace({topic, sender}, now);
+    if (!fresh && now - it->second < std::chrono::milliseconds(50)) return;
+    it->second = now;
+    report("probe_ack", topic, {}, {{"sender", sender}});
   });
 
   report("register", "", {}, {{"kind", options_.kind}, {"pid", std::to_string(getpid())}});
@@ -151,11 +188,23 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
             active = false;
             component_->deactivate(ctx);
             report("ack", "deactivate");
+          } else if (t == "synced") {
+            probe_topics.clear();
           } else if (t == "checkpoint") {
-            report("snapshot", "", {}, {}, component_->snapshot());
+            auto seq = node.sequence_state();
+            report("snapshot", nlohmann::json(seq.last_seq).dump(), {}, {},
+                   encode_snapshot(component_->snapshot(), seq));
           } else if (t == "restore") {
-            component_->restore(cmd->blob);
+            auto [component_state, seq] = decode_snapshot(cmd->blob);
+            component_->restore(component_state);
+            node.set_sequence_state(seq);
             report("ack", "restore");
+          } else if (t == "replay") {
+            auto n = node.replay(cmd->text, std::stoull(cmd->fields["from"]));
+            logger->info("replayed {} messages of '{}' from seq {}", n, cmd->text,
+                         cmd->fields["from"]);
+          } else if (t == "trim") {
+            node.trim(cmd->text, std::stoull(cmd->fields["up_to"]));
           } else if (t == "shutdown") {
             component_->shutdown(ctx);
             send_stats();

@@ -31,6 +31,9 @@ config::Schema pipeline_schema() {
                     "high-water mark, messages")
           .optional("max_message_bytes", Schema::bytes(1024, 1ull << 32).default_value("64MiB"),
                     "largest accepted message (all frames)")
+          .optional("retention", Schema::integer(0, 100000000).default_value("0"),
+                    "messages kept per lossless topic for replay to a restarted subscriber "
+                    "(needed by control.restart)")
           .optional("topics", Schema::dict(topic),
                     "delivery policy by topic prefix (longest prefix wins; unlisted "
                     "topics are lossless)");
@@ -44,7 +47,16 @@ config::Schema pipeline_schema() {
                     "limit for registration, configuration and the subscription "
                     "handshake")
           .optional("shutdown_timeout_ms", Schema::integer(100, 600000).default_value("5000"),
-                    "grace before a process is sent SIGTERM, then SIGKILL");
+                    "grace before a process is sent SIGTERM, then SIGKILL")
+          .optional("checkpoint_interval_ms", Schema::integer(0, 3600000).default_value("0"),
+                    "snapshot every component this often (0: never)")
+          .optional("keep_snapshots", Schema::integer(1, 1000).default_value("3"),
+                    "snapshots kept per component (the latest also on disk)")
+          .optional("restart", Schema::boolean().default_value("false"),
+                    "restart a separate component whose heartbeat stops, restore its last "
+                    "snapshot and replay what it missed")
+          .optional("max_restarts", Schema::integer(0, 1000).default_value("3"),
+                    "restarts allowed per component");
   auto component =
       Schema::map()
           .required("kind", Schema::string(), "registered component kind")
@@ -114,6 +126,7 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
     if (bus["ipc_dir"]) spec.ipc_dir = bus["ipc_dir"].as<std::string>();
     if (bus["broker"]) spec.external_broker = bus["broker"].as<std::string>() == "external";
     if (bus["hwm"]) spec.hwm = bus["hwm"].as<int>();
+    if (bus["retention"]) spec.retention = bus["retention"].as<std::size_t>();
     if (bus["max_message_bytes"]) {
       spec.max_message_bytes = config::parse_bytes(bus["max_message_bytes"].as<std::string>());
     }
@@ -132,6 +145,15 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
     ms("heartbeat_timeout_ms", spec.heartbeat_timeout);
     ms("startup_timeout_ms", spec.startup_timeout);
     ms("shutdown_timeout_ms", spec.shutdown_timeout);
+    ms("checkpoint_interval_ms", spec.checkpoint_interval);
+    if (c["keep_snapshots"]) spec.keep_snapshots = c["keep_snapshots"].as<std::size_t>();
+    if (c["restart"]) spec.restart = c["restart"].as<bool>();
+    if (c["max_restarts"]) spec.max_restarts = c["max_restarts"].as<int>();
+    if (spec.restart && spec.retention == 0) {
+      issues.push_back(issue_at(file, c["restart"], "control.restart",
+                                "needs bus.retention > 0 to replay what a restarted component "
+                                "missed"));
+    }
     if (spec.heartbeat_timeout <= spec.heartbeat_interval) {
       issues.push_back(issue_at(file, c, "control.heartbeat_timeout_ms",
                                 "must be larger than heartbeat_interval_ms"));
@@ -195,6 +217,7 @@ bus::NodeOptions PipelineSpec::node_options(const std::string& n, const std::str
   o.max_message_bytes = max_message_bytes;
   o.sndhwm = hwm;
   o.rcvhwm = hwm;
+  o.retention = retention;
   return o;
 }
 

@@ -20,6 +20,7 @@ void Sink::configure(const YAML::Node& config, Context& ctx) {
   if (config["report"]) report_name_ = config["report"].as<std::string>();
   bus::subscribe<DocByteStats>(
       ctx.node(), input_, [this](const DocByteStats& d, const bus::Message&) {
+        ++received_;
         documents_[d.doc_id] = {{"doc_id", d.doc_id},
                                 {"path", d.path},
                                 {"bytes", d.bytes},
@@ -46,6 +47,7 @@ void Sink::write_report(Context& ctx, std::uint64_t stream_bytes) {
        {{"documents", documents_.size()},
         {"bytes", bytes},
         {"stream_bytes", stream_bytes},
+        {"results_received", received_},
         {"mean_order0_bits_per_byte", bytes > 0 ? weighted / static_cast<double>(bytes) : 0.0}}}};
   std::filesystem::create_directories(ctx.out_dir());
   const auto path = ctx.out_dir() / report_name_;
@@ -57,5 +59,27 @@ void Sink::write_report(Context& ctx, std::uint64_t stream_bytes) {
 }
 
 nlohmann::json Sink::stats() const { return {{"documents", documents_.size()}}; }
+
+std::string Sink::snapshot() const {
+  std::map<std::uint64_t, std::string> docs;
+  for (const auto& [id, d] : documents_) docs[id] = d.dump();
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, std::make_tuple(docs, received_));
+  return {buf.data(), buf.size()};
+}
+
+void Sink::restore(std::string_view bytes) {
+  std::tuple<std::map<std::uint64_t, std::string>, std::uint64_t> t;
+  auto& docs = std::get<0>(t);
+  try {
+    auto h = msgpack::unpack(bytes.data(), bytes.size());
+    h.get().convert(t);
+    received_ = std::get<1>(t);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("sink: corrupt snapshot: ") + e.what());
+  }
+  documents_.clear();
+  for (const auto& [id, text] : docs) documents_[id] = nlohmann::json::parse(text);
+}
 
 }  // namespace neat::components

@@ -136,19 +136,31 @@ nlohmann::json Source::stats() const {
 }
 
 std::string Source::snapshot() const {
+  // The exact position: the item being sent and the offset of its next chunk, so that a
+  // restored source continues with the same chunks (and sequence numbers) it would have sent.
   msgpack::sbuffer buf;
-  // An item cut off mid-way is sent again from its start after a restore.
-  const std::size_t resume_at = in_item_ ? static_cast<std::size_t>(doc_id_) : next_file_;
-  msgpack::pack(buf, std::make_tuple(resume_at, items_, bytes_, eos_sent_));
+  msgpack::pack(buf,
+                std::make_tuple(next_file_, in_item_, doc_id_, offset_, items_, bytes_, eos_sent_));
   return {buf.data(), buf.size()};
 }
 
 void Source::restore(std::string_view bytes) {
-  auto h = msgpack::unpack(bytes.data(), bytes.size());
-  std::tuple<std::size_t, std::uint64_t, std::uint64_t, bool> t;
-  h.get().convert(t);
-  std::tie(next_file_, items_, bytes_, eos_sent_) = t;
-  in_item_ = false;
+  std::tuple<std::size_t, bool, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, bool> t;
+  try {
+    auto h = msgpack::unpack(bytes.data(), bytes.size());
+    h.get().convert(t);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("source: corrupt snapshot: ") + e.what());
+  }
+  std::tie(next_file_, in_item_, doc_id_, offset_, items_, bytes_, eos_sent_) = t;
+  in_.close();
+  if (in_item_) {
+    const auto& p = files_.at(doc_id_);
+    in_ = std::ifstream(p, std::ios::binary);
+    in_.seekg(static_cast<std::streamoff>(offset_));
+    path_ = p.string();
+    item_bytes_ = fs::file_size(p);
+  }
 }
 
 }  // namespace neat::components

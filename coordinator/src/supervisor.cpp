@@ -3,6 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <fstream>
+
 namespace neat::coordinator {
 
 using Clock = std::chrono::steady_clock;
@@ -10,14 +13,16 @@ using Clock = std::chrono::steady_clock;
 nlohmann::json RunOutcome::to_json() const {
   nlohmann::json comps = nlohmann::json::object();
   for (const auto& [name, c] : components) {
-    comps[name] = {{"kind", c.kind},       {"pid", c.pid},     {"done", c.done},
-                   {"missing", c.missing}, {"error", c.error}, {"stats", c.stats},
-                   {"summary", c.summary}};
+    comps[name] = {{"kind", c.kind},         {"pid", c.pid},        {"done", c.done},
+                   {"missing", c.missing},   {"error", c.error},    {"stats", c.stats},
+                   {"restarts", c.restarts}, {"summary", c.summary}};
   }
   return {{"completed", completed},
           {"interrupted", interrupted},
           {"error", error},
           {"missing", missing},
+          {"restarted", restarted},
+          {"checkpoints", checkpoints},
           {"wall_seconds", wall_seconds},
           {"control_rejected", control_rejected},
           {"components", comps}};
@@ -76,6 +81,150 @@ void Supervisor::handle(const bus::ControlServer::Incoming& in) {
   } else if (m.type == "ack") {
     if (m.text == "activate") s.active = true;
     if (m.text == "shutdown") s.active = false;
+    if (m.text == "restore") s.restored = true;
+  } else if (m.type == "snapshot") {
+    auto seq = nlohmann::json::parse(m.text, nullptr, false);
+    if (seq.is_discarded()) seq = nlohmann::json::object();
+    on_snapshot(s.name, {m.blob, std::move(seq)});
+  }
+}
+
+std::vector<std::string> Supervisor::subscribers_of(const std::string& topic) const {
+  std::vector<std::string> subs;
+  for (const auto& [name, s] : status_) {
+    for (const auto& prefix : s.subscribes) {
+      if (topic.starts_with(prefix)) {
+        subs.push_back(name);
+        break;
+      }
+    }
+  }
+  return subs;
+}
+
+void Supervisor::on_snapshot(const std::string& name, Snapshot snapshot) {
+  ++outcome_.checkpoints;
+  auto& kept = snapshots_[name];
+  kept.push_back(std::move(snapshot));
+  while (kept.size() > spec_.keep_snapshots) kept.pop_front();
+  const auto dir = out_dir_ / "snapshots";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / (name + ".msgpack"), std::ios::binary) << kept.back().blob;
+  // Retention can be trimmed up to what every subscriber of a topic has in a snapshot.
+  for (const auto& [publisher, topics] : kept.back().last_seq.items()) {
+    if (!status_.contains(publisher)) continue;
+    for (const auto& [topic, seq_json] : topics.items()) {
+      std::uint64_t up_to = seq_json.get<std::uint64_t>();
+      for (const auto& sub : subscribers_of(topic)) {
+        auto it = snapshots_.find(sub);
+        if (it == snapshots_.end() || it->second.empty()) {
+          up_to = 0;
+          break;
+        }
+        const auto& last = it->second.front().last_seq;  // oldest kept: restores may use it
+        up_to = std::min<std::uint64_t>(up_to,
+                                        last.contains(publisher) && last[publisher].contains(topic)
+                                            ? last[publisher][topic].get<std::uint64_t>()
+                                            : 0);
+      }
+      auto& done = trimmed_[{publisher, topic}];
+      if (up_to > done) {
+        done = up_to;
+        server_.send(publisher,
+                     {"trim", publisher, topic, "", {}, {{"up_to", std::to_string(up_to)}}});
+      }
+    }
+  }
+}
+
+void Supervisor::progress_recovery(ComponentStatus& r) {
+  switch (r.recovery) {
+    case 1:  // waiting for the new process to register
+      if (!r.registered) return;
+      {
+        YAML::Emitter out;
+        out << spec_.component(r.name).config;
+        server_.send(r.name,
+                     {"configure", r.name, out.c_str(), "", {}, {{"out_dir", out_dir_.string()}}});
+      }
+      r.recovery = 2;
+      return;
+    case 2:  // configuring; then restore the last snapshot, if there is one
+      if (!r.configured) return;
+      if (auto it = snapshots_.find(r.name); it != snapshots_.end() && !it->second.empty()) {
+        r.restored = false;
+        r.restored_last_seq = it->second.back().last_seq;
+        server_.send(r.name, {"restore", r.name, "", it->second.back().blob, {}, {}});
+      } else {
+        r.restored = true;
+        r.restored_last_seq = nlohmann::json::object();
+      }
+      r.recovery = 3;
+      return;
+    case 3: {  // restored: re-join through the subscription handshake, both directions
+      if (!r.restored) return;
+      std::map<std::string, std::vector<std::string>> sync;  // publisher -> topics
+      for (const auto& [pub, ps] : status_) {
+        for (const auto& topic : ps.publishes) {
+          for (const auto& sub : subscribers_of(topic)) {
+            if (pub != r.name && sub != r.name) continue;
+            pending_acks_.insert({sub, topic, pub});
+            sync[pub].push_back(topic);
+          }
+        }
+      }
+      for (auto& [pub, topics] : sync) {
+        std::sort(topics.begin(), topics.end());
+        topics.erase(std::unique(topics.begin(), topics.end()), topics.end());
+        server_.send(pub, {"sync", pub, "", "", topics, {}});
+      }
+      r.recovery = 4;
+      return;
+    }
+    case 4: {
+      for (const auto& [sub, topic, pub] : pending_acks_) {
+        if (sub == r.name || pub == r.name) return;
+      }
+      for (const auto& [name, s] : status_) {
+        if (s.active || name == r.name) server_.send(name, {"synced", name, "", "", {}, {}});
+      }
+      server_.send(r.name, {"activate", r.name, "", "", {}, {}});
+      // Upstream publishers resend everything after what the snapshot had processed.
+      for (const auto& [pub, ps] : status_) {
+        if (pub == r.name) continue;
+        for (const auto& topic : ps.publishes) {
+          const auto subs = subscribers_of(topic);
+          if (std::find(subs.begin(), subs.end(), r.name) == subs.end()) continue;
+          std::uint64_t from = 1;
+          const auto& last = r.restored_last_seq;
+          if (last.contains(pub) && last[pub].contains(topic)) {
+            from = last[pub][topic].get<std::uint64_t>() + 1;
+          }
+          server_.send(pub, {"replay", pub, topic, "", {}, {{"from", std::to_string(from)}}});
+        }
+      }
+      spdlog::info("coordinator: {} recovered (restart {}), upstream replaying", r.name,
+                   r.restarts);
+      r.recovery = 0;
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Supervisor::maintain() {
+  check_heartbeats();
+  for (auto& [name, s] : status_) {
+    if (s.recovery != 0) progress_recovery(s);
+  }
+  if (running_ && spec_.checkpoint_interval.count() > 0 && Clock::now() >= next_checkpoint_) {
+    for (const auto& [name, s] : status_) {
+      if (s.active && s.recovery == 0 && !s.missing) {
+        server_.send(name, {"checkpoint", name, "", "", {}, {}});
+      }
+    }
+    next_checkpoint_ = Clock::now() + spec_.checkpoint_interval;
   }
 }
 
@@ -84,12 +233,22 @@ void Supervisor::check_heartbeats() {
   for (auto& [name, s] : status_) {
     if (!s.registered || s.missing || !s.active) continue;
     if (now - s.last_heartbeat > spec_.heartbeat_timeout) {
-      s.missing = true;
-      outcome_.missing.push_back(name);
       spdlog::error(
           "coordinator: component '{}' (pid {}) missing: no heartbeat for {} ms", name, s.pid,
           std::chrono::duration_cast<std::chrono::milliseconds>(now - s.last_heartbeat).count());
       if (on_missing_) on_missing_(name);
+      if (spec_.restart && restarter_ && s.restarts < spec_.max_restarts && restarter_(name)) {
+        ++s.restarts;
+        outcome_.restarted.push_back(name);
+        s.registered = s.configured = s.active = s.restored = false;
+        s.recovery = 1;
+        s.last_heartbeat = now;
+        spdlog::warn("coordinator: restarting '{}' (restart {} of at most {})", name, s.restarts,
+                     spec_.max_restarts);
+        continue;
+      }
+      s.missing = true;
+      outcome_.missing.push_back(name);
     }
   }
 }
@@ -109,7 +268,7 @@ bool Supervisor::wait_until(const std::atomic<bool>& stop, std::chrono::millisec
         return false;
       }
     }
-    check_heartbeats();
+    maintain();
     if (abort_on_missing_ && !outcome_.missing.empty()) {
       outcome_.error = "component '" + outcome_.missing.front() + "' missing while " + what;
       return false;
@@ -212,6 +371,8 @@ RunOutcome Supervisor::run(const std::atomic<bool>& stop) {
     return finish();
   }
   spdlog::info("coordinator: pipeline '{}' active ({} components)", spec_.name, status_.size());
+  running_ = true;
+  next_checkpoint_ = Clock::now() + spec_.checkpoint_interval;
   auto finished = [this] {
     for (const auto& n : spec_.finish_when) {
       if (!status_.at(n).done) return false;

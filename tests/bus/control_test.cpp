@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "bus_fixture.hpp"
+#include "neat/bus/broker.hpp"
 #include "neat/bus/control.hpp"
 
 namespace neat::bus {
@@ -48,6 +49,21 @@ TEST(Control, MalformedAndUnknownFramesAreCountedNotThrown) {
   std::string error;
   EXPECT_FALSE(decode_control("\x81", 1, &error));
   EXPECT_NE(error.find("malformed"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace neat::bus
+
+namespace neat::bus {
+namespace {
+
+TEST(Broker, BindFailureThrowsWithNothingRunning) {
+  zmq::context_t ctx(1);
+  const auto taken = make_endpoints(Transport::inproc, testing::unique_run_id());
+  Broker first(ctx, {{taken}, 100});
+  auto clash = make_endpoints(Transport::inproc, testing::unique_run_id());
+  clash.lossy_out = taken.lossy_out;  // the second plane's last bind fails
+  EXPECT_THROW(Broker(ctx, {{clash}, 100}), zmq::error_t);
 }
 
 }  // namespace

@@ -381,3 +381,70 @@ TEST(Docs, ConfigurationReferenceMatchesTheSchemas) {
 }
 
 }  // namespace
+
+namespace {
+
+fs::path recovery_pipeline(const fs::path& dir) {
+  const auto file = dir / "recover.yaml";
+  std::ofstream(file) << R"(name: recover
+bus:
+  transport: ipc
+  retention: 2000000
+control:
+  heartbeat_interval_ms: 100
+  heartbeat_timeout_ms: 500
+  checkpoint_interval_ms: 100
+  restart: true
+finish_when: [sink]
+components:
+  source:
+    kind: source
+    process: separate
+    config: {inputs: [/usr/share/games/fortunes], skip_suffixes: [.dat, .u8], chunk_bytes: 8}
+  byte_stats: {kind: byte_stats, process: separate}
+  sink: {kind: sink, process: separate}
+)";
+  return file;
+}
+
+TEST(Recovery, KilledComponentIsRestartedRestoredAndEveryItemProcessedExactlyOnce) {
+  const auto dir = fresh_dir("recovery");
+  const auto pipeline = recovery_pipeline(dir).string();
+  {
+    NeatProcess clean({"launch", pipeline, "--out", (dir / "clean").string(), "--run-id",
+                       "rc" + std::to_string(::getpid())});
+    ASSERT_EQ(clean.wait(), 0) << clean.output();
+  }
+  NeatProcess run({"launch", pipeline, "--out", (dir / "crash").string(), "--run-id",
+                   "rk" + std::to_string(::getpid())});
+  ASSERT_TRUE(run.wait_for_line("pipeline 'recover' active", std::chrono::seconds(30)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));  // a few checkpoints in
+  long victim = 0;
+  for (auto pid : children_of(run.pid())) {
+    if (read_file(fs::path("/proc") / std::to_string(pid) / "cmdline").find("byte_stats") !=
+        std::string::npos) {
+      victim = pid;
+    }
+  }
+  ASSERT_NE(victim, 0);
+  ::kill(static_cast<pid_t>(victim), SIGKILL);
+  ASSERT_EQ(run.wait(), 0) << run.output();
+  ASSERT_NE(run.output().find("byte_stats recovered"), std::string::npos) << run.output();
+
+  const auto clean_report = read_file(dir / "clean" / "report.json");
+  EXPECT_EQ(read_file(dir / "crash" / "report.json"), clean_report)
+      << "a run with a crash gives the same report as one without";
+  auto report = nlohmann::json::parse(clean_report);
+  EXPECT_EQ(report["totals"]["results_received"], report["totals"]["documents"])
+      << "every item processed exactly once";
+  auto outcome = nlohmann::json::parse(read_file(dir / "crash" / "run.json"));
+  EXPECT_EQ(outcome["restarted"], nlohmann::json::array({"byte_stats"}));
+  EXPECT_TRUE(outcome["missing"].empty());
+  EXPECT_GT(outcome["checkpoints"].get<int>(), 3);
+  EXPECT_GT(outcome["components"]["source"]["stats"]["bus"]["topics"]["input.item"]["replayed"]
+                .get<int>(),
+            0);
+  EXPECT_TRUE(fs::exists(dir / "crash" / "snapshots" / "byte_stats.msgpack"));
+}
+
+}  // namespace

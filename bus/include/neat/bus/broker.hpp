@@ -37,8 +37,8 @@ class Broker {
     zmq::socket_t control_out;
     std::thread thread;
   };
-  void start_plane(Plane& plane, bool lossless, const std::vector<std::string>& in,
-                   const std::vector<std::string>& out, int index);
+  void bind_plane(Plane& plane, bool lossless, const std::vector<std::string>& in,
+                  const std::vector<std::string>& out, int index);
   zmq::context_t& context_;
   BrokerOptions options_;
   Plane planes_[2];

@@ -51,6 +51,8 @@ enum HeaderFlags : std::uint32_t {
   /// Subscription probe (slow-joiner handshake): never delivered to handlers, takes no sequence
   /// number.
   kFlagProbe = 1u << 0,
+  /// Published on a lossy topic: a sequence gap is a drop, never something to wait for.
+  kFlagLossy = 1u << 1,
 };
 
 /// Per-message metadata carried in frame 1.
@@ -144,6 +146,8 @@ std::string_view reason_name(DecodeReason reason);
 struct DecodeError {
   DecodeReason reason;
   std::string detail;
+  /// The header, when it could be read (oversize, tensor size mismatch).
+  std::optional<Header> header;
 };
 
 /// Serialises a header into msgpack bytes (frame 1).

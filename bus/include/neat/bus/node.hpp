@@ -14,8 +14,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -45,9 +47,12 @@ struct TopicStats {
   std::uint64_t published_bytes = 0;
   std::uint64_t received = 0;  ///< delivered to a handler
   std::uint64_t received_bytes = 0;
-  std::uint64_t dropped = 0;             ///< sequence gaps summed over publishers
-  std::uint64_t rejected = 0;            ///< frame sets that failed validation
-  std::uint64_t publisher_restarts = 0;  ///< sequence went backwards: the publisher restarted
+  std::uint64_t dropped = 0;     ///< sequence gaps summed over publishers
+  std::uint64_t rejected = 0;    ///< frame sets that failed validation
+  std::uint64_t duplicates = 0;  ///< seq already delivered (a replay after recovery): dropped
+  std::uint64_t held = 0;        ///< arrived ahead of a gap on a lossless topic, delivered later
+  std::uint64_t replayed = 0;    ///< re-sent from the retention buffer on request
+  std::uint64_t retention_evicted = 0;  ///< retained messages dropped because the buffer was full
 };
 
 struct NodeStats {
@@ -72,6 +77,24 @@ struct NodeOptions {
   /// True for pipeline members (they subscribed before publishers started); false for
   /// observers that join a running bus (`neat topic echo`).
   bool count_initial_gap = true;
+  /// Messages kept per lossless topic after sending, for replay to a restarted subscriber
+  /// (crash recovery); trimmed as subscribers checkpoint. 0 disables retention.
+  std::size_t retention = 0;
+  /// Messages held per (sender, topic) while a lossless gap is being replayed; beyond this the
+  /// gap is counted as dropped and delivery goes on.
+  std::size_t reorder_limit = 1u << 20;
+  /// How long a lossless gap may stay open before the held messages are delivered and the gap
+  /// is counted as dropped (a message lost for good must not stall the stream).
+  std::chrono::milliseconds reorder_timeout{2000};
+};
+
+/// Sequence numbers of a node, saved with a component's snapshot so that a restored component
+/// publishes with the same numbers (subscribers drop what they already have) and asks for
+/// exactly the messages it has not processed.
+struct SequenceState {
+  std::map<std::string, std::uint64_t> next_seq;  ///< topic -> last seq published
+  std::map<std::string, std::map<std::string, std::uint64_t>>
+      last_seq;  ///< sender -> topic -> last delivered
 };
 
 /// Thrown by a typed handler when the payload does not decode as its schema; counted as
@@ -136,10 +159,27 @@ class Node {
   /// Topic prefixes this node subscribes to.
   std::vector<std::string> subscriptions() const;
 
+  SequenceState sequence_state() const;
+  void set_sequence_state(const SequenceState& state);
+
+  /// Re-sends retained messages of `topic` with seq >= from_seq, in order; returns how many.
+  std::size_t replay(const std::string& topic, std::uint64_t from_seq);
+  /// Forgets retained messages of `topic` with seq <= up_to (every subscriber has them).
+  void trim(const std::string& topic, std::uint64_t up_to);
+  /// Messages currently retained over all topics.
+  std::size_t retained() const;
+
  private:
   void send_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frames, bool blocking);
   void reject(const std::string& sender, const std::string& topic, DecodeReason reason,
               const std::string& detail);
+  void deliver(const Message& msg, TopicStats& st);
+  // Orders a message (or, without one, a rejected message's place) in its (sender, topic)
+  // sequence: delivers it, holds it behind a lossless gap, or drops it as a duplicate.
+  void sequence(const std::string& sender, const std::string& topic, std::uint64_t seq,
+                bool lossless, std::optional<Message> msg);
+  void release(const std::pair<std::string, std::string>& key, bool expired);
+  void expire_holds();
 
   struct Subscription {
     std::string prefix;
@@ -155,6 +195,13 @@ class Node {
   std::vector<Subscription> subscriptions_;
   std::map<std::string, std::uint64_t> next_seq_;                          // topic -> seq
   std::map<std::pair<std::string, std::string>, std::uint64_t> last_seq_;  // (sender, topic)
+  struct Held {
+    std::map<std::uint64_t, std::optional<Message>> messages;  // nullopt: rejected, in sequence
+    std::chrono::steady_clock::time_point since;
+  };
+  std::map<std::pair<std::string, std::string>, Held> held_;
+  std::map<std::string, std::deque<std::pair<std::uint64_t, std::vector<zmq::message_t>>>>
+      retained_;
   std::set<std::tuple<std::string, std::string, DecodeReason>> logged_;
   ProbeHandler probe_handler_;
   NodeStats stats_;

@@ -17,6 +17,8 @@ class ByteStats : public Component {
   void configure(const YAML::Node& config, Context& ctx) override;
   std::vector<std::string> publishes() const override { return {output_}; }
   nlohmann::json stats() const override;
+  std::string snapshot() const override;
+  void restore(std::string_view bytes) override;
 
  private:
   std::string input_ = "input.item";

@@ -31,6 +31,11 @@ struct HostOptions {
   std::filesystem::path out_dir = ".";
 };
 
+/// A host snapshot: the component's own state and its node's sequence numbers, msgpack.
+std::string encode_snapshot(const std::string& component_state, const bus::SequenceState& seq);
+/// Inverse of encode_snapshot; throws std::runtime_error("corrupt snapshot: ...").
+std::pair<std::string, bus::SequenceState> decode_snapshot(std::string_view bytes);
+
 class ComponentHost {
  public:
   ComponentHost(zmq::context_t& context, HostOptions options, std::unique_ptr<Component> component);

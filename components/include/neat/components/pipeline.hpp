@@ -41,11 +41,20 @@ struct PipelineSpec {
   bool external_broker = false;
   int hwm = 1000;
   std::size_t max_message_bytes = 64u << 20;
+  /// Messages retained per lossless topic for replay after a restart (0: no retention).
+  std::size_t retention = 0;
   std::vector<bus::TopicPolicy> policies;
   std::chrono::milliseconds heartbeat_interval{200};
   std::chrono::milliseconds heartbeat_timeout{1000};
   std::chrono::milliseconds startup_timeout{20000};
   std::chrono::milliseconds shutdown_timeout{5000};
+  /// Snapshot every component this often (0: never); the last `keep_snapshots` are kept.
+  std::chrono::milliseconds checkpoint_interval{0};
+  std::size_t keep_snapshots = 3;
+  /// Restart a separate component that stops sending heartbeats, restore its last snapshot and
+  /// replay what it missed; at most `max_restarts` times per component.
+  bool restart = false;
+  int max_restarts = 3;
   std::string log_level = "info";
   /// The run ends when every component named here has reported done.
   std::vector<std::string> finish_when;

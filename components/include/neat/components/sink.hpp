@@ -17,12 +17,15 @@ class Sink : public Component {
   void configure(const YAML::Node& config, Context& ctx) override;
   std::vector<std::string> publishes() const override { return {}; }
   nlohmann::json stats() const override;
+  std::string snapshot() const override;
+  void restore(std::string_view bytes) override;
 
  private:
   void write_report(Context& ctx, std::uint64_t stream_bytes);
   std::string input_ = "byte_stats.doc";
   std::string report_name_ = "report.json";
   std::map<std::uint64_t, nlohmann::json> documents_;
+  std::uint64_t received_ = 0;  ///< results handled: equals the documents when exactly once
 };
 
 }  // namespace neat::components

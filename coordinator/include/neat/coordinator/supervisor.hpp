@@ -5,10 +5,16 @@
 // components in `finish_when` report done -> shutdown, collecting final statistics.
 // Invariant: a component silent for longer than heartbeat_timeout is reported missing once,
 // within that timeout plus one poll interval (50 ms).
+// Crash recovery (control.restart): the missing component's process is restarted, configured,
+// restored from its last snapshot, re-joined through the subscription handshake and activated;
+// then its upstream publishers replay, from their retention buffers, every message after the
+// snapshot's sequence numbers. Its own re-published messages carry the restored sequence numbers,
+// so subscribers drop those they already have: each item is processed exactly once.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -35,6 +41,19 @@ struct ComponentStatus {
   std::vector<std::string> subscribes, publishes;
   nlohmann::json stats = nlohmann::json::object();    ///< last stats report
   nlohmann::json summary = nlohmann::json::object();  ///< sent with done
+  int restarts = 0;
+  /// Crash recovery in progress: 0 none, 1 waiting for registration, 2 configuring,
+  /// 3 restoring, 4 confirming subscriptions.
+  int recovery = 0;
+  bool restored = false;
+  nlohmann::json restored_last_seq = nlohmann::json::object();  ///< sender -> topic -> seq
+};
+
+/// One snapshot of a component: the host's msgpack blob and the last sequence number it had
+/// processed per (sender, topic).
+struct Snapshot {
+  std::string blob;
+  nlohmann::json last_seq;
 };
 
 struct RunOutcome {
@@ -45,6 +64,8 @@ struct RunOutcome {
   std::map<std::string, ComponentStatus> components;
   double wall_seconds = 0.0;
   std::uint64_t control_rejected = 0;
+  std::vector<std::string> restarted;  ///< one entry per restart, in order
+  std::uint64_t checkpoints = 0;       ///< snapshots received
   nlohmann::json to_json() const;
 };
 
@@ -60,6 +81,9 @@ class Supervisor {
   /// restart it). Default true: the run ends with an error.
   void set_abort_on_missing(bool abort) { abort_on_missing_ = abort; }
 
+  /// Restarts a component's process (crash recovery); returns false if it cannot.
+  void set_restarter(std::function<bool(const std::string&)> fn) { restarter_ = std::move(fn); }
+
   /// Runs the phases above until done, `stop`, a component error, or a timeout.
   RunOutcome run(const std::atomic<bool>& stop);
 
@@ -69,6 +93,10 @@ class Supervisor {
                   const std::function<bool()>& ready, const std::string& what);
   void check_heartbeats();
   void shutdown_all();
+  void maintain();  // heartbeats, checkpoints, recovery steps: once per loop iteration
+  void on_snapshot(const std::string& name, Snapshot snapshot);
+  void progress_recovery(ComponentStatus& s);
+  std::vector<std::string> subscribers_of(const std::string& topic) const;
 
   const components::PipelineSpec& spec_;
   bus::ControlServer server_;
@@ -77,6 +105,11 @@ class Supervisor {
   /// (subscriber, topic, publisher) acknowledgements still expected in the handshake.
   std::set<std::tuple<std::string, std::string, std::string>> pending_acks_;
   std::function<void(const std::string&)> on_missing_;
+  std::function<bool(const std::string&)> restarter_;
+  std::map<std::string, std::deque<Snapshot>> snapshots_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> trimmed_;  // (publisher, topic)
+  bool running_ = false;
+  std::chrono::steady_clock::time_point next_checkpoint_{};
   bool abort_on_missing_ = true;
   RunOutcome outcome_;
 };
