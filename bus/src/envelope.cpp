@@ -133,8 +133,11 @@ std::size_t Message::wire_bytes() const {
   return n;
 }
 
-std::vector<std::byte> encode_header(const Header& h) {
-  msgpack::sbuffer buf;
+namespace {
+
+// Packs a header into `buf` (cleared first).
+void pack_header(const Header& h, msgpack::sbuffer& buf) {
+  buf.clear();
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_array(8);
   pk.pack(kMagic);
@@ -151,6 +154,13 @@ std::vector<std::byte> encode_header(const Header& h) {
     pk.pack(static_cast<std::uint8_t>(t.dtype));
     pk.pack(t.shape);
   }
+}
+
+}  // namespace
+
+std::vector<std::byte> encode_header(const Header& h) {
+  msgpack::sbuffer buf(256);
+  pack_header(h, buf);
   const auto* p = reinterpret_cast<const std::byte*>(buf.data());
   return {p, p + buf.size()};
 }
@@ -162,7 +172,9 @@ std::vector<zmq::message_t> encode(std::string_view topic, const Header& header,
   std::vector<zmq::message_t> frames;
   frames.reserve(3 + tensors.size());
   frames.emplace_back(topic.data(), topic.size());
-  auto head = encode_header(header);
+  // One reused buffer per thread: no allocation for the header on the hot path.
+  thread_local msgpack::sbuffer head(256);
+  pack_header(header, head);
   frames.emplace_back(head.data(), head.size());
   if (payload_owner) {
     frames.push_back(zero_copy_frame(payload.data(), payload.size(), payload_owner));
@@ -183,7 +195,8 @@ Header parse_header(const msgpack::object& o) {
     throw std::runtime_error("header is not an 8-element array");
   }
   const auto* a = o.via.array.ptr;
-  if (a[0].type != msgpack::type::STR || a[0].as<std::string>() != kMagic) {
+  if (a[0].type != msgpack::type::STR ||
+      std::string_view(a[0].via.str.ptr, a[0].via.str.size) != kMagic) {
     throw std::runtime_error("missing neat header magic");
   }
   Header h;
@@ -232,8 +245,13 @@ std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
   }
   Header header;
   try {
-    auto oh = msgpack::unpack(static_cast<const char*>(frames[1].data()), frames[1].size());
-    header = parse_header(oh.get());
+    // One zone per thread, cleared per message: the header is copied out before it is reused.
+    thread_local msgpack::zone zone(1024);
+    zone.clear();
+    std::size_t offset = 0;
+    auto obj =
+        msgpack::unpack(zone, static_cast<const char*>(frames[1].data()), frames[1].size(), offset);
+    header = parse_header(obj);
   } catch (const msgpack::insufficient_bytes& e) {
     return DecodeError{DecodeReason::truncated, std::string("header cut off: ") + e.what(), {}};
   } catch (const std::exception& e) {

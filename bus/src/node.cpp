@@ -136,6 +136,7 @@ void Node::reject(const std::string& sender, const std::string& topic, DecodeRea
 
 bool Node::dispatch_one() {
   std::vector<zmq::message_t> frames;
+  frames.reserve(4);
   zmq::recv_result_t got;
   try {
     got = zmq::recv_multipart(sub_, std::back_inserter(frames), zmq::recv_flags::dontwait);

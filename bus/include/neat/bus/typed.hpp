@@ -32,7 +32,7 @@ concept MessageType = requires {
 template <MessageType T>
 void publish(Node& node, std::string_view topic, const T& value,
              const std::vector<TensorOut>& tensors = {}) {
-  auto buffer = std::make_shared<msgpack::sbuffer>();
+  auto buffer = std::make_shared<msgpack::sbuffer>(256);  // grows if needed; 8 KiB default
   msgpack::pack(*buffer, value);
   std::span<const std::byte> payload{reinterpret_cast<const std::byte*>(buffer->data()),
                                      buffer->size()};
