@@ -15,6 +15,8 @@
 #include "launch.hpp"
 #include "neat/bus/broker.hpp"
 #include "neat/config/schema.hpp"
+#include "neat/data/baselines.hpp"
+#include "neat/data/corpus.hpp"
 #include "neat/hardware/detect.hpp"
 #include "neat/hardware/profile.hpp"
 #include "topic_tools.hpp"
@@ -213,6 +215,26 @@ int main(int argc, char** argv) {
   std::string check_file;
   check->add_option("pipeline", check_file, "pipeline YAML")->required();
 
+  // data
+  auto* data = app.add_subcommand("data", "corpora from installed Debian packages");
+  data->require_subcommand(1);
+  auto* prepare = data->add_subcommand(
+      "prepare", "build data/corpus: documents, deterministic train/val/test splits, manifest");
+  std::string corpus_dir = "data/corpus";
+  std::uint64_t code_budget = data::kDefaultCodeBudgetBytes, max_document = 64 * 1024;
+  prepare->add_option("--out", corpus_dir, "output directory")->capture_default_str();
+  prepare->add_option("--code-budget", code_budget, "bytes taken from C and Python sources")
+      ->capture_default_str();
+  prepare->add_option("--max-document", max_document, "longer files are cut, bytes")
+      ->capture_default_str();
+  auto* baselines = data->add_subcommand(
+      "baselines", "bits per byte of xz -9e, bzip2 -9, zstd -19, zpaq -m5 on a prepared split");
+  std::string baseline_split = "test";
+  bool per_document = false;
+  baselines->add_option("--corpus", corpus_dir, "prepared corpus")->capture_default_str();
+  baselines->add_option("--split", baseline_split, "train, val or test")->capture_default_str();
+  baselines->add_flag("--per-document", per_document, "compress each document on its own");
+
   // schema
   auto* schema = app.add_subcommand("schema",
                                     "print every YAML key of pipelines and component "
@@ -276,6 +298,20 @@ int main(int argc, char** argv) {
           hw_profile.empty() ? std::nullopt : std::optional<std::string>(hw_profile), &warnings);
       for (const auto& w : warnings) std::cout << "warning: " << w << "\n";
       std::cout << hardware::to_string(profile) << "\n";
+      return 0;
+    }
+    if (*prepare) {
+      data::PrepareOptions o;
+      o.sources = data::default_sources("/var/lib/dpkg/info", code_budget);
+      o.output_dir = corpus_dir;
+      o.max_document_bytes = max_document;
+      std::cout << data::summary(data::prepare_corpus(o)).dump(2) << "\n";
+      return 0;
+    }
+    if (*baselines) {
+      auto manifest = data::load_manifest(corpus_dir);
+      std::cout << data::compressor_table(manifest, data::parse_split(baseline_split),
+                                          per_document);
       return 0;
     }
     if (*schema) {
