@@ -286,7 +286,7 @@ TEST(Cli, VersionAndHelpWork) {
   NeatProcess v({"--version"});
   EXPECT_EQ(v.wait(), 0);
   EXPECT_NE(v.output().find("neat 0."), std::string::npos);
-  for (const char* sub : {"run", "launch", "component", "broker", "topic", "hw", "check"}) {
+  for (const char* sub : {"run", "launch", "component", "broker", "topic", "hw", "check", "data", "schema"}) {
     NeatProcess h({sub, "--help"});
     EXPECT_EQ(h.wait(), 0) << sub;
     EXPECT_NE(h.output().find("Usage"), std::string::npos) << sub;
