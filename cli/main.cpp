@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "launch.hpp"
+#include "neat/blt/patcher.hpp"
 #include "neat/bus/broker.hpp"
 #include "neat/config/schema.hpp"
 #include "neat/data/baselines.hpp"
@@ -235,6 +236,25 @@ int main(int argc, char** argv) {
   baselines->add_option("--split", baseline_split, "train, val or test")->capture_default_str();
   baselines->add_flag("--per-document", per_document, "compress each document on its own");
 
+  // blt
+  auto* blt = app.add_subcommand("blt", "the byte latent transformer's patching");
+  blt->require_subcommand(1);
+  auto* patch = blt->add_subcommand(
+      "patch", "patch precomputed next-byte entropies (--entropies) and print the patch starts");
+  std::string entropies_file, patch_mode = "global";
+  blt::PatcherOptions patch_options;
+  patch
+      ->add_option("--entropies", entropies_file,
+                   "JSON array of entropies in nats (or an object with an \"entropies\" array)")
+      ->required();
+  patch->add_option("--mode", patch_mode, "global, monotonic, combined, stride")
+      ->capture_default_str();
+  patch->add_option("--threshold", patch_options.threshold, "theta_g, nats")->capture_default_str();
+  patch->add_option("--relative-threshold", patch_options.relative_threshold, "theta_r, nats")
+      ->capture_default_str();
+  patch->add_option("--stride", patch_options.stride, "tokens per patch (stride mode)");
+  patch->add_option("--max-patch-length", patch_options.max_patch_length, "0: no limit");
+
   // schema
   auto* schema = app.add_subcommand("schema",
                                     "print every YAML key of pipelines and component "
@@ -298,6 +318,26 @@ int main(int argc, char** argv) {
           hw_profile.empty() ? std::nullopt : std::optional<std::string>(hw_profile), &warnings);
       for (const auto& w : warnings) std::cout << "warning: " << w << "\n";
       std::cout << hardware::to_string(profile) << "\n";
+      return 0;
+    }
+    if (*patch) {
+      std::ifstream in(entropies_file);
+      if (!in) throw std::runtime_error("cannot read " + entropies_file);
+      auto j = nlohmann::json::parse(in);
+      if (j.is_object()) j = j.at("entropies");
+      const auto entropies = j.get<std::vector<double>>();
+      patch_options.mode = blt::parse_patch_mode(patch_mode);
+      const auto starts = blt::patch_starts(entropies, {}, patch_options);
+      const auto patches = blt::patches_from_starts(starts);
+      nlohmann::json out;
+      std::vector<std::size_t> positions;
+      for (const auto& p : patches) positions.push_back(p.start);
+      out["patch_starts"] = positions;
+      out["patches"] = patches.size();
+      out["positions"] = entropies.size();
+      out["mean_patch_length"] =
+          patches.empty() ? 0.0 : double(entropies.size()) / double(patches.size());
+      std::cout << out.dump() << "\n";
       return 0;
     }
     if (*prepare) {
