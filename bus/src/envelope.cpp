@@ -114,15 +114,15 @@ void TensorView::check_view(std::size_t elem_size, std::size_t alignment) const 
 }
 
 std::span<const std::byte> Message::payload() const {
-  const auto& f = (*frames)[2];
-  return {static_cast<const std::byte*>(f.data()), f.size()};
+  const auto& f = (*frames)[1];
+  return {static_cast<const std::byte*>(f.data()) + payload_offset, f.size() - payload_offset};
 }
 
 std::vector<TensorView> Message::tensors() const {
   std::vector<TensorView> views;
   views.reserve(header.tensors.size());
   for (std::size_t i = 0; i < header.tensors.size(); ++i) {
-    views.emplace_back(header.tensors[i], frames, 3 + i);
+    views.emplace_back(header.tensors[i], frames, 2 + i);
   }
   return views;
 }
@@ -167,20 +167,18 @@ std::vector<std::byte> encode_header(const Header& h) {
 
 std::vector<zmq::message_t> encode(std::string_view topic, const Header& header,
                                    std::span<const std::byte> payload,
-                                   std::shared_ptr<const void> payload_owner,
                                    const std::vector<TensorOut>& tensors) {
   std::vector<zmq::message_t> frames;
-  frames.reserve(3 + tensors.size());
+  frames.reserve(2 + tensors.size());
   frames.emplace_back(topic.data(), topic.size());
   // One reused buffer per thread: no allocation for the header on the hot path.
   thread_local msgpack::sbuffer head(256);
   pack_header(header, head);
-  frames.emplace_back(head.data(), head.size());
-  if (payload_owner) {
-    frames.push_back(zero_copy_frame(payload.data(), payload.size(), payload_owner));
-  } else {
-    frames.emplace_back(payload.data(), payload.size());
-  }
+  zmq::message_t body(head.size() + payload.size());
+  auto* out = static_cast<char*>(body.data());
+  std::memcpy(out, head.data(), head.size());
+  if (!payload.empty()) std::memcpy(out + head.size(), payload.data(), payload.size());
+  frames.push_back(std::move(body));
   for (const auto& t : tensors) {
     frames.push_back(zero_copy_frame(t.data, t.desc.bytes(), t.owner));
   }
@@ -234,23 +232,21 @@ Header parse_header(const msgpack::object& o) {
 
 std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
                                           std::size_t max_bytes) {
-  if (frames.size() < 3) {
+  if (frames.size() < 2) {
     return DecodeError{
-        DecodeReason::truncated, "expected >= 3 frames, got " + std::to_string(frames.size()), {}};
+        DecodeReason::truncated, "expected >= 2 frames, got " + std::to_string(frames.size()), {}};
   }
-  if (frames[1].size() > max_bytes) {
-    return DecodeError{DecodeReason::oversize,
-                       "header frame of " + std::to_string(frames[1].size()) + " bytes",
-                       {}};
-  }
+  // The header is read even from an oversize message (it is the first, small object of
+  // frame 1; ZMQ_MAXMSGSIZE bounds frames on the wire), so that a rejection keeps its place in
+  // the sender's sequence.
   Header header;
+  std::size_t payload_offset = 0;
   try {
     // One zone per thread, cleared per message: the header is copied out before it is reused.
     thread_local msgpack::zone zone(1024);
     zone.clear();
-    std::size_t offset = 0;
-    auto obj =
-        msgpack::unpack(zone, static_cast<const char*>(frames[1].data()), frames[1].size(), offset);
+    auto obj = msgpack::unpack(zone, static_cast<const char*>(frames[1].data()), frames[1].size(),
+                               payload_offset);
     header = parse_header(obj);
   } catch (const msgpack::insufficient_bytes& e) {
     return DecodeError{DecodeReason::truncated, std::string("header cut off: ") + e.what(), {}};
@@ -264,26 +260,27 @@ std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
                        std::to_string(total) + " bytes exceeds limit " + std::to_string(max_bytes),
                        header};
   }
-  if (frames.size() != 3 + header.tensors.size()) {
+  if (frames.size() != 2 + header.tensors.size()) {
     return DecodeError{
-        frames.size() < 3 + header.tensors.size() ? DecodeReason::truncated : DecodeReason::garbage,
+        frames.size() < 2 + header.tensors.size() ? DecodeReason::truncated : DecodeReason::garbage,
         "header lists " + std::to_string(header.tensors.size()) + " tensors, message has " +
-            std::to_string(frames.size() - 3) + " tensor frames",
+            std::to_string(frames.size() - 2) + " tensor frames",
         header};
   }
   for (std::size_t i = 0; i < header.tensors.size(); ++i) {
     const auto& d = header.tensors[i];
-    if (frames[3 + i].size() != d.bytes()) {
+    if (frames[2 + i].size() != d.bytes()) {
       return DecodeError{DecodeReason::tensor_size_mismatch,
                          "tensor '" + d.name + "' (" + std::string(dtype_name(d.dtype)) +
                              ") expects " + std::to_string(d.bytes()) + " bytes, frame has " +
-                             std::to_string(frames[3 + i].size()),
+                             std::to_string(frames[2 + i].size()),
                          header};
     }
   }
   Message m;
   m.topic = frames[0].to_string();
   m.header = std::move(header);
+  m.payload_offset = payload_offset;
   m.frames = std::make_shared<std::vector<zmq::message_t>>(std::move(frames));
   return m;
 }

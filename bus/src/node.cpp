@@ -67,8 +67,7 @@ void Node::send_frames(zmq::socket_t& socket, std::vector<zmq::message_t>& frame
 }
 
 void Node::publish(std::string_view topic, std::string_view schema, std::uint32_t version,
-                   std::span<const std::byte> payload, std::shared_ptr<const void> payload_owner,
-                   const std::vector<TensorOut>& tensors) {
+                   std::span<const std::byte> payload, const std::vector<TensorOut>& tensors) {
   Header h;
   h.schema = std::string(schema);
   h.version = version;
@@ -80,7 +79,7 @@ void Node::publish(std::string_view topic, std::string_view schema, std::uint32_
   if (!lossless) h.flags |= kFlagLossy;
   h.tensors.reserve(tensors.size());
   for (const auto& t : tensors) h.tensors.push_back(t.desc);
-  auto frames = encode(topic, h, payload, std::move(payload_owner), tensors);
+  auto frames = encode(topic, h, payload, tensors);
   std::size_t bytes = 0;
   for (const auto& f : frames) bytes += f.size();
   if (lossless && options_.retention > 0) {
@@ -105,7 +104,7 @@ void Node::probe(std::string_view topic) {
   h.sender = options_.name;
   h.timestamp_ns = now_ns();
   h.flags = kFlagProbe;
-  auto frames = encode(topic, h, {}, {}, {});
+  auto frames = encode(topic, h, {}, {});
   // Probes never block: one that is dropped is simply sent again by the handshake loop.
   send_frames(delivery(topic) == Delivery::lossless ? pub_lossless_ : pub_lossy_, frames, false);
 }

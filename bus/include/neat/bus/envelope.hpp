@@ -2,10 +2,11 @@
 //
 // A message is a ZeroMQ multipart message:
 //   frame 0  topic (UTF-8, matched by prefix by subscribers)
-//   frame 1  header: msgpack array [magic, schema, version, sender, seq, timestamp_ns, flags,
-//            [[tensor name, dtype, [shape...]], ...]]
-//   frame 2  payload (schema-specific bytes, may be empty)
-//   frame 3+ one raw frame per tensor, dtype x shape bytes, sent without copying.
+//   frame 1  header, then payload: the header is a msgpack array [magic, schema, version,
+//            sender, seq, timestamp_ns, flags, [[tensor name, dtype, [shape...]], ...]], which
+//            is self-delimiting; the bytes after it are the payload (may be empty). One frame
+//            instead of two costs ZeroMQ one message part less per message.
+//   frame 2+ one raw frame per tensor, dtype x shape bytes, sent without copying.
 // Invariant: decode() accepts exactly what encode() produces; anything else is rejected with a
 // DecodeReason and a human-readable detail, never an exception or a crash.
 #pragma once
@@ -124,6 +125,7 @@ struct Message {
   std::string topic;
   Header header;
   FrameSet frames;
+  std::size_t payload_offset = 0;  ///< where the payload starts in frame 1
   std::span<const std::byte> payload() const;
   std::vector<TensorView> tensors() const;
   /// Bytes on the wire over all frames.
@@ -150,21 +152,19 @@ struct DecodeError {
   std::optional<Header> header;
 };
 
-/// Serialises a header into msgpack bytes (frame 1).
+/// Serialises a header into msgpack bytes (the start of frame 1).
 std::vector<std::byte> encode_header(const Header& header);
 
-/// Builds the frames of one message. Payload bytes are copied unless `payload_owner` is given,
-/// in which case `payload` must point into memory it keeps alive (zero copy). Tensor frames are
-/// never copied.
+/// Builds the frames of one message: the header and a copy of the payload share frame 1;
+/// tensor frames are never copied.
 std::vector<zmq::message_t> encode(std::string_view topic, const Header& header,
                                    std::span<const std::byte> payload,
-                                   std::shared_ptr<const void> payload_owner,
                                    const std::vector<TensorOut>& tensors);
 
-/// Validates and decodes a received frame set. Checks, in order: at least 3 frames, total size
-/// <= max_bytes, header is a well-formed neat header, frame count == 3 + number of tensors, and
-/// each tensor frame's size == dtype x shape. Schema and version are checked by the subscriber
-/// (it knows which schemas it accepts).
+/// Validates and decodes a received frame set. Checks, in order: at least 2 frames, a
+/// well-formed neat header at the start of frame 1, total size <= max_bytes, frame count ==
+/// 2 + number of tensors, and each tensor frame's size == dtype x shape. Schema and version are
+/// checked by the subscriber (it knows which schemas it accepts).
 std::variant<Message, DecodeError> decode(std::vector<zmq::message_t>&& frames,
                                           std::size_t max_bytes);
 

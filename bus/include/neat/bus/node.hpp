@@ -120,12 +120,11 @@ class Node {
 
   const std::string& name() const { return options_.name; }
 
-  /// Publishes one message. `payload` is copied unless `payload_owner` keeps it alive; tensors
-  /// are never copied. Blocks on lossless topics under back-pressure; throws
+  /// Publishes one message. `payload` is copied into the header's frame; tensors are never
+  /// copied. Blocks on lossless topics under back-pressure; throws
   /// PublishInterrupted if `stop` (see set_stop_flag) becomes true meanwhile.
   void publish(std::string_view topic, std::string_view schema, std::uint32_t version,
-               std::span<const std::byte> payload, std::shared_ptr<const void> payload_owner = {},
-               const std::vector<TensorOut>& tensors = {});
+               std::span<const std::byte> payload, const std::vector<TensorOut>& tensors = {});
 
   /// Sends a subscription probe on `topic` (slow-joiner handshake). Takes no sequence number.
   void probe(std::string_view topic);

@@ -12,7 +12,6 @@
 
 #include <concepts>
 #include <functional>
-#include <memory>
 #include <string_view>
 
 #include <msgpack.hpp>
@@ -27,16 +26,17 @@ concept MessageType = requires {
   { T::kVersion } -> std::convertible_to<std::uint32_t>;
 };
 
-/// Serialises `value` with msgpack (no copy of the packed bytes) and publishes it on `topic`
-/// with the given tensor frames. Blocking semantics as Node::publish.
+/// Serialises `value` with msgpack and publishes it on `topic` with the given tensor frames.
+/// Blocking semantics as Node::publish.
 template <MessageType T>
 void publish(Node& node, std::string_view topic, const T& value,
              const std::vector<TensorOut>& tensors = {}) {
-  auto buffer = std::make_shared<msgpack::sbuffer>(256);  // grows if needed; 8 KiB default
-  msgpack::pack(*buffer, value);
-  std::span<const std::byte> payload{reinterpret_cast<const std::byte*>(buffer->data()),
-                                     buffer->size()};
-  node.publish(topic, T::kSchema, T::kVersion, payload, buffer, tensors);
+  thread_local msgpack::sbuffer buffer(256);  // reused: no allocation per message
+  buffer.clear();
+  msgpack::pack(buffer, value);
+  std::span<const std::byte> payload{reinterpret_cast<const std::byte*>(buffer.data()),
+                                     buffer.size()};
+  node.publish(topic, T::kSchema, T::kVersion, payload, tensors);
 }
 
 /// Decodes a payload as T; throws PayloadError naming the schema on failure.
