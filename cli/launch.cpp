@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -168,6 +169,20 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   std::vector<std::string> control;
   for (const auto& b : bind) control.push_back(b.control);
   coordinator::Supervisor supervisor(context, spec, control, o.out_dir);
+  if (o.profile) {
+    std::map<std::string, double> priorities;
+    std::map<std::string, std::string> kinds;
+    const auto& neural = hardware::component_names();
+    for (const auto& c : spec.components) {
+      if (std::find(neural.begin(), neural.end(), c.kind) == neural.end()) continue;
+      priorities[c.name] = o.profile->priority(c.kind);
+      kinds[c.name] = c.kind;
+    }
+    if (!priorities.empty()) {
+      supervisor.set_memory_budget(coordinator::MemoryBudgetManager(
+          o.profile->memory_budget_bytes, std::move(priorities), std::move(kinds)));
+    }
+  }
 
   std::atomic<bool> stop_embedded{false};
   std::vector<std::thread> threads;

@@ -7,11 +7,13 @@
 
 #include <atomic>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "neat/components/pipeline.hpp"
 #include "neat/coordinator/supervisor.hpp"
+#include "neat/hardware/profile.hpp"
 
 namespace neat::cli {
 
@@ -21,6 +23,9 @@ struct LaunchOptions {
   std::string run_id;
   std::filesystem::path out_dir = "out";
   std::filesystem::path neat_binary;  ///< for spawning
+  /// The hardware profile: its memory budget is divided among the pipeline's neural
+  /// components by the profile's priorities.
+  std::optional<hardware::Profile> profile;
   /// Also bind the inter-process endpoints when every component is embedded, so that
   /// `neat topic` can attach to the run.
   bool expose = true;

@@ -108,9 +108,16 @@ std::string configuration_reference() {
 
 int do_launch(const std::string& pipeline, const ShapeFlags& shape,
               const std::vector<std::string>& inputs, const std::string& out, std::string run_id,
-              bool print_table) {
+              const std::string& profile_name, bool print_table) {
   auto& stop = cli::install_stop_signals();
   cli::LaunchOptions o;
+  std::vector<std::string> warnings;
+  o.profile = hardware::resolve_profile(
+      config_dir() / "profiles", hardware::detect_hardware(),
+      profile_name.empty() ? std::nullopt : std::optional<std::string>(profile_name), &warnings);
+  for (const auto& w : warnings) spdlog::warn("{}", w);
+  spdlog::info("hardware profile: {} ({} memory budget)", o.profile->name,
+               config::format_bytes(o.profile->memory_budget_bytes));
   o.spec = load_spec(pipeline, shape, inputs);
   o.overrides = shape.to_overrides();
   o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;
@@ -167,6 +174,8 @@ int main(int argc, char** argv) {
   launch->add_option("pipeline", launch_pipeline, "pipeline YAML")->required();
   launch->add_option("--out", launch_out, "output directory")->capture_default_str();
   launch->add_option("--run-id", launch_id, "name of this run's endpoints");
+  std::string launch_profile;
+  launch->add_option("--profile", launch_profile, "hardware profile name (default: detected)");
   launch_shape.add(launch, true);
 
   // component
@@ -265,19 +274,12 @@ int main(int argc, char** argv) {
   if (verbose >= 2) spdlog::set_level(spdlog::level::trace);
 
   try {
-    if (*run) {
-      if (!run_profile.empty() || true) {
-        std::vector<std::string> warnings;
-        auto profile = hardware::resolve_profile(
-            config_dir() / "profiles", hardware::detect_hardware(),
-            run_profile.empty() ? std::nullopt : std::optional<std::string>(run_profile),
-            &warnings);
-        for (const auto& w : warnings) spdlog::warn("{}", w);
-        spdlog::info("hardware profile: {}", profile.name);
-      }
-      return do_launch(run_pipeline, run_shape, run_inputs, run_out, run_id, true);
+    if (*run)
+      return do_launch(run_pipeline, run_shape, run_inputs, run_out, run_id, run_profile, true);
+    if (*launch) {
+      return do_launch(launch_pipeline, launch_shape, {}, launch_out, launch_id, launch_profile,
+                       false);
     }
-    if (*launch) return do_launch(launch_pipeline, launch_shape, {}, launch_out, launch_id, false);
     if (*comp) {
       if (parent_pid > 0) {
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);

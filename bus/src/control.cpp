@@ -33,7 +33,7 @@ const std::set<std::string>& control_types() {
   static const std::set<std::string> types = {
       "register",   "configure", "configured", "sync",     "probe_ack", "activate", "deactivate",
       "checkpoint", "snapshot",  "restore",    "shutdown", "heartbeat", "stats",    "done",
-      "ack",        "error",     "replay",     "trim",     "synced"};
+      "ack",        "error",     "replay",     "trim",     "synced",    "degrade"};
   return types;
 }
 

@@ -203,6 +203,11 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
             auto n = node.replay(cmd->text, std::stoull(cmd->fields["from"]));
             logger->info("replayed {} messages of '{}' from seq {}", n, cmd->text,
                          cmd->fields["from"]);
+          } else if (t == "degrade") {
+            const bool done = component_->degrade(cmd->text);
+            logger->warn("over memory grant: degrade '{}' {}", cmd->text,
+                         done ? "applied" : "not supported by this component");
+            report("ack", done ? "degrade" : "degrade_unsupported", {}, {{"action", cmd->text}});
           } else if (t == "trim") {
             node.trim(cmd->text, std::stoull(cmd->fields["up_to"]));
           } else if (t == "shutdown") {

@@ -22,6 +22,7 @@ nlohmann::json RunOutcome::to_json() const {
           {"error", error},
           {"missing", missing},
           {"restarted", restarted},
+          {"memory", memory},
           {"checkpoints", checkpoints},
           {"wall_seconds", wall_seconds},
           {"control_rejected", control_rejected},
@@ -70,7 +71,18 @@ void Supervisor::handle(const bus::ControlServer::Incoming& in) {
     if (sender != m.fields.end()) pending_acks_.erase({s.name, m.text, sender->second});
   } else if (m.type == "stats") {
     auto j = nlohmann::json::parse(m.text, nullptr, false);
-    if (!j.is_discarded()) s.stats = std::move(j);
+    if (j.is_discarded()) return;
+    s.stats = std::move(j);
+    const auto& memory = s.stats["component"]["memory"];
+    if (budget_ && memory.is_object() && memory.contains("current_bytes")) {
+      auto cmd = budget_->report(s.name, memory["current_bytes"].get<std::uint64_t>(),
+                                 memory.value("peak_bytes", std::uint64_t{0}));
+      if (cmd) {
+        spdlog::warn("coordinator: {} over its memory grant ({}): degrade '{}'", s.name,
+                     cmd->reason, cmd->action);
+        server_.send(s.name, {"degrade", s.name, cmd->action, "", {}, {}});
+      }
+    }
   } else if (m.type == "done") {
     s.done = true;
     auto j = nlohmann::json::parse(m.text, nullptr, false);
@@ -312,6 +324,7 @@ RunOutcome Supervisor::run(const std::atomic<bool>& stop) {
     shutdown_all();
     outcome_.components = status_;
     outcome_.control_rejected = server_.rejected();
+    if (budget_) outcome_.memory = budget_->summary();
     outcome_.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return outcome_;
   };

@@ -73,8 +73,14 @@ class Component {
   virtual std::string snapshot() const { return {}; }
   virtual void restore(std::string_view /*bytes*/) {}
 
-  /// Component-specific statistics for the report.
+  /// Component-specific statistics for the report. A component that accounts memory reports
+  /// it as "memory": {"current_bytes": n, "peak_bytes": n} (counted by the tensor allocator);
+  /// the coordinator compares it with the component's budget grant.
   virtual nlohmann::json stats() const { return nlohmann::json::object(); }
+
+  /// Carries out a degrade action sent by the coordinator when the component is over its
+  /// memory grant (names in coordinator/budget.hpp). Returns false if it has no such action.
+  virtual bool degrade(const std::string& /*action*/) { return false; }
 
   virtual void shutdown(Context&) {}
 };

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 
 #include "neat/bus/control.hpp"
 #include "neat/components/pipeline.hpp"
+#include "neat/coordinator/budget.hpp"
 
 namespace neat::coordinator {
 
@@ -64,8 +66,9 @@ struct RunOutcome {
   std::map<std::string, ComponentStatus> components;
   double wall_seconds = 0.0;
   std::uint64_t control_rejected = 0;
-  std::vector<std::string> restarted;  ///< one entry per restart, in order
-  std::uint64_t checkpoints = 0;       ///< snapshots received
+  std::vector<std::string> restarted;                ///< one entry per restart, in order
+  nlohmann::json memory = nlohmann::json::object();  ///< budget grants, peaks and actions
+  std::uint64_t checkpoints = 0;                     ///< snapshots received
   nlohmann::json to_json() const;
 };
 
@@ -80,6 +83,10 @@ class Supervisor {
   /// When false, a missing component is reported but the run goes on waiting (a launcher may
   /// restart it). Default true: the run ends with an error.
   void set_abort_on_missing(bool abort) { abort_on_missing_ = abort; }
+
+  /// Holds each component inside its memory grant: components report accounted bytes in their
+  /// statistics; one over its grant is sent a degrade command.
+  void set_memory_budget(MemoryBudgetManager budget) { budget_.emplace(std::move(budget)); }
 
   /// Restarts a component's process (crash recovery); returns false if it cannot.
   void set_restarter(std::function<bool(const std::string&)> fn) { restarter_ = std::move(fn); }
@@ -109,6 +116,7 @@ class Supervisor {
   std::map<std::string, std::deque<Snapshot>> snapshots_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> trimmed_;  // (publisher, topic)
   bool running_ = false;
+  std::optional<MemoryBudgetManager> budget_;
   std::chrono::steady_clock::time_point next_checkpoint_{};
   bool abort_on_missing_ = true;
   RunOutcome outcome_;
