@@ -101,6 +101,8 @@ std::string configuration_reference() {
     out += "\n## Component `" + name + "`: `components.<name>.config`\n\n" + kind.description +
            ".\n\n" + kind.schema().describe();
   }
+  out += "\n## Test-time learning: `components.<name>.learning`\n\n" +
+         coordinator::learning_schema().describe();
   out += "\n## Hardware profiles (`configs/profiles/*.yaml`)\n\n" +
          hardware::profile_schema().describe();
   return out;

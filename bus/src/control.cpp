@@ -31,9 +31,11 @@ bool poll_in(zmq::pollitem_t (&items)[1], std::chrono::milliseconds timeout) {
 
 const std::set<std::string>& control_types() {
   static const std::set<std::string> types = {
-      "register",   "configure", "configured", "sync",     "probe_ack", "activate", "deactivate",
-      "checkpoint", "snapshot",  "restore",    "shutdown", "heartbeat", "stats",    "done",
-      "ack",        "error",     "replay",     "trim",     "synced",    "degrade"};
+      "register",       "configure",   "configured", "sync",     "probe_ack",
+      "activate",       "deactivate",  "checkpoint", "snapshot", "restore",
+      "shutdown",       "heartbeat",   "stats",      "done",     "ack",
+      "error",          "replay",      "trim",       "synced",   "degrade",
+      "update_request", "update_grant"};
   return types;
 }
 

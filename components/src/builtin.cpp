@@ -1,5 +1,6 @@
 // The built-in component kinds; registering a kind is one line here.
 #include "neat/components/byte_stats.hpp"
+#include "neat/components/online_unigram.hpp"
 #include "neat/components/registry.hpp"
 #include "neat/components/sink.hpp"
 #include "neat/components/source.hpp"
@@ -20,6 +21,9 @@ const Registry& builtin_registry() {
     r.add(kind<Source>("source", "reads files and publishes their bytes in chunks"));
     r.add(kind<ByteStats>("byte_stats", "per-document byte histogram and order-0 entropy"));
     r.add(kind<Sink>("sink", "collects per-document results into report.json"));
+    r.add(kind<OnlineUnigram>("online_unigram",
+                              "adaptive order-0 byte model learning at test time under the "
+                              "coordinator's grants"));
     return r;
   }();
   return registry;

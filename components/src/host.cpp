@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -121,6 +122,7 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
   Context ctx(options_.name, node, logger);
   bus::ControlClient control(context_, options_.control_endpoint, options_.name);
   Heartbeat heartbeat(context_, options_);
+  std::uint64_t grant_timeouts = 0;  // update requests that got no grant in time
 
   auto report = [&](std::string type, std::string text = {}, std::vector<std::string> list = {},
                     std::map<std::string, std::string> fields = {}, std::string blob = {}) {
@@ -130,7 +132,8 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
   auto send_stats = [&] {
     nlohmann::json j = {{"bus", node_stats_json(node.stats())},
                         {"component", component_->stats()},
-                        {"control_rejected", control.rejected()}};
+                        {"control_rejected", control.rejected()},
+                        {"grant_timeouts", grant_timeouts}};
     report("stats", j.dump());
   };
 
@@ -146,14 +149,110 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
   });
 
   report("register", "", {}, {{"kind", options_.kind}, {"pid", std::to_string(getpid())}});
-  bool configured = false, active = false, finish_reported = false;
+  bool configured = false, active = false, finish_reported = false, shutting_down = false;
   std::vector<std::string> probe_topics;
   auto next_probe = std::chrono::steady_clock::now();
   auto next_stats = std::chrono::steady_clock::now() + options_.stats_interval;
   bool want_step = false;
+  std::deque<bus::ControlMessage> pending;  // commands that arrived during an update request
+
+  // Test-time learning: send the candidate step's metrics, wait for the grant; other commands
+  // that arrive meanwhile are kept, in order, for the loop below.
+  ctx.set_update_requester([&](const UpdateRequest& r) {
+    report("update_request", nlohmann::json{{"step", r.step},
+                                            {"loss", r.loss},
+                                            {"grad_norm", r.grad_norm},
+                                            {"direction_norm", r.direction_norm},
+                                            {"param_norm", r.param_norm},
+                                            {"grad_cosine", r.grad_cosine}}
+                                 .dump());
+    const auto deadline = std::chrono::steady_clock::now() + options_.grant_timeout;
+    while (std::chrono::steady_clock::now() < deadline && !stop.load()) {
+      auto cmd = control.recv(std::chrono::milliseconds(10));
+      if (!cmd) continue;
+      if (cmd->type != "update_grant") {
+        pending.push_back(std::move(*cmd));
+        continue;
+      }
+      auto g = nlohmann::json::parse(cmd->text, nullptr, false);
+      if (g.is_discarded()) break;
+      Grant grant;
+      const auto action = g.value("action", std::string("discard"));
+      grant.action = action == "commit"     ? Grant::Action::commit
+                     : action == "rollback" ? Grant::Action::rollback
+                                            : Grant::Action::discard;
+      grant.learning_rate = g.value("learning_rate", 0.0);
+      grant.reason = g.value("reason", std::string());
+      return grant;
+    }
+    ++grant_timeouts;
+    return Grant{Grant::Action::discard, 0.0, "no grant within the timeout"};
+  });
+
+  auto handle = [&](bus::ControlMessage& cmd) {
+    const auto& t = cmd.type;
+    if (t == "configure") {
+      try {
+        if (!cmd.fields["out_dir"].empty()) options_.out_dir = cmd.fields["out_dir"];
+        ctx.set_out_dir(options_.out_dir);
+        component_->configure(YAML::Load(cmd.text), ctx);
+        configured = true;
+        nlohmann::json j = {{"subscribes", node.subscriptions()},
+                            {"publishes", component_->publishes()}};
+        report("configured", j.dump());
+      } catch (const std::exception& e) {
+        logger->error("configure failed: {}", e.what());
+        report("error", std::string("configure failed: ") + e.what());
+      }
+    } else if (t == "sync") {
+      probe_topics = cmd.list;
+    } else if (t == "activate" && configured) {
+      probe_topics.clear();
+      component_->activate(ctx);
+      active = true;
+      report("ack", "activate");
+    } else if (t == "deactivate") {
+      active = false;
+      component_->deactivate(ctx);
+      report("ack", "deactivate");
+    } else if (t == "synced") {
+      probe_topics.clear();
+    } else if (t == "checkpoint") {
+      auto seq = node.sequence_state();
+      report("snapshot", nlohmann::json(seq.last_seq).dump(), {}, cmd.fields,
+             encode_snapshot(component_->snapshot(), seq));
+    } else if (t == "restore") {
+      auto [component_state, seq] = decode_snapshot(cmd.blob);
+      component_->restore(component_state);
+      // A learning rollback restores parameters only; crash recovery also the stream position.
+      if (cmd.fields["scope"] != "parameters") node.set_sequence_state(seq);
+      report("ack", "restore", {}, cmd.fields);
+    } else if (t == "replay") {
+      auto n = node.replay(cmd.text, std::stoull(cmd.fields["from"]));
+      logger->info("replayed {} messages of '{}' from seq {}", n, cmd.text, cmd.fields["from"]);
+    } else if (t == "degrade") {
+      const bool done = component_->degrade(cmd.text);
+      logger->warn("over memory grant: degrade '{}' {}", cmd.text,
+                   done ? "applied" : "not supported by this component");
+      report("ack", done ? "degrade" : "degrade_unsupported", {}, {{"action", cmd.text}});
+    } else if (t == "trim") {
+      node.trim(cmd.text, std::stoull(cmd.fields["up_to"]));
+    } else if (t == "shutdown") {
+      component_->shutdown(ctx);
+      send_stats();
+      report("ack", "shutdown");
+      shutting_down = true;
+    }
+  };
 
   try {
-    while (!stop.load()) {
+    while (!stop.load() && !shutting_down) {
+      while (!pending.empty() && !shutting_down) {
+        auto cmd = std::move(pending.front());
+        pending.pop_front();
+        handle(cmd);
+      }
+      if (shutting_down) break;
       zmq::pollitem_t items[] = {{control.socket().handle(), 0, ZMQ_POLLIN, 0},
                                  {node.subscriber_socket().handle(), 0, ZMQ_POLLIN, 0}};
       auto timeout = std::chrono::milliseconds(want_step ? 0 : 20);
@@ -161,71 +260,18 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
       zmq::poll(items, 2, timeout);
 
       if (items[0].revents & ZMQ_POLLIN) {
-        auto cmd = control.recv(std::chrono::milliseconds(0));
-        if (cmd) {
-          const auto& t = cmd->type;
-          if (t == "configure") {
-            try {
-              if (!cmd->fields["out_dir"].empty()) options_.out_dir = cmd->fields["out_dir"];
-              ctx.set_out_dir(options_.out_dir);
-              component_->configure(YAML::Load(cmd->text), ctx);
-              configured = true;
-              nlohmann::json j = {{"subscribes", node.subscriptions()},
-                                  {"publishes", component_->publishes()}};
-              report("configured", j.dump());
-            } catch (const std::exception& e) {
-              logger->error("configure failed: {}", e.what());
-              report("error", std::string("configure failed: ") + e.what());
-            }
-          } else if (t == "sync") {
-            probe_topics = cmd->list;
-          } else if (t == "activate" && configured) {
-            probe_topics.clear();
-            component_->activate(ctx);
-            active = true;
-            report("ack", "activate");
-          } else if (t == "deactivate") {
-            active = false;
-            component_->deactivate(ctx);
-            report("ack", "deactivate");
-          } else if (t == "synced") {
-            probe_topics.clear();
-          } else if (t == "checkpoint") {
-            auto seq = node.sequence_state();
-            report("snapshot", nlohmann::json(seq.last_seq).dump(), {}, {},
-                   encode_snapshot(component_->snapshot(), seq));
-          } else if (t == "restore") {
-            auto [component_state, seq] = decode_snapshot(cmd->blob);
-            component_->restore(component_state);
-            node.set_sequence_state(seq);
-            report("ack", "restore");
-          } else if (t == "replay") {
-            auto n = node.replay(cmd->text, std::stoull(cmd->fields["from"]));
-            logger->info("replayed {} messages of '{}' from seq {}", n, cmd->text,
-                         cmd->fields["from"]);
-          } else if (t == "degrade") {
-            const bool done = component_->degrade(cmd->text);
-            logger->warn("over memory grant: degrade '{}' {}", cmd->text,
-                         done ? "applied" : "not supported by this component");
-            report("ack", done ? "degrade" : "degrade_unsupported", {}, {{"action", cmd->text}});
-          } else if (t == "trim") {
-            node.trim(cmd->text, std::stoull(cmd->fields["up_to"]));
-          } else if (t == "shutdown") {
-            component_->shutdown(ctx);
-            send_stats();
-            report("ack", "shutdown");
-            return 0;
-          }
-        }
+        if (auto cmd = control.recv(std::chrono::milliseconds(0))) handle(*cmd);
+        if (shutting_down) break;
       }
       if (!probe_topics.empty() && std::chrono::steady_clock::now() >= next_probe) {
         for (const auto& topic : probe_topics) node.probe(topic);
         next_probe = std::chrono::steady_clock::now() + options_.probe_interval;
       }
-      // Drain what is queued, bounded so that control commands stay responsive.
-      for (int i = 0; i < 256 && node.dispatch_one(); ++i) {
+      // Drain what is queued, bounded so that control commands stay responsive; a command kept
+      // during an update request (a rollback's restore) is handled before the next message.
+      for (int i = 0; i < 256 && pending.empty() && node.dispatch_one(); ++i) {
       }
-      want_step = active && !ctx.finished() && component_->step(ctx);
+      want_step = active && pending.empty() && !ctx.finished() && component_->step(ctx);
       if (ctx.finished() && !finish_reported) {
         finish_reported = true;
         send_stats();
@@ -236,6 +282,7 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
         next_stats = std::chrono::steady_clock::now() + options_.stats_interval;
       }
     }
+    return 0;
   } catch (const bus::PublishInterrupted& e) {
     logger->info("{}", e.what());
     return 0;

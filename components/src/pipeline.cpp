@@ -62,7 +62,10 @@ config::Schema pipeline_schema() {
           .required("kind", Schema::string(), "registered component kind")
           .optional("process", Schema::one_of({"embedded", "separate"}).default_value("embedded"),
                     "embedded: a thread of the neat process; separate: its own")
-          .optional("config", Schema::any(), "the kind's own settings");
+          .optional("config", Schema::any(), "the kind's own settings")
+          .optional("learning", Schema::any(),
+                    "test-time learning: schedule, stability, keep_backups (validated by the "
+                    "coordinator, see below)");
   return Schema::map()
       .required("name", Schema::string(), "pipeline name, shown in logs and reports")
       .optional("bus", bus, "broker, transport and delivery policies")
@@ -168,6 +171,7 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
                      ? Process::separate
                      : Process::embedded;
     cs.config = c.second["config"] ? c.second["config"] : YAML::Node(YAML::NodeType::Map);
+    if (c.second["learning"]) cs.learning = c.second["learning"];
     spec.components.push_back(std::move(cs));
   }
   std::set<std::string> names;

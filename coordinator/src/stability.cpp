@@ -41,6 +41,7 @@ config::Schema StabilityThresholds::schema() {
                 "learning-rate factor on a warning-level event")
       .optional("emergency_factor", num(0.0, 1.0, d.emergency_factor),
                 "learning-rate factor on an emergency rollback")
+      .optional("min_lr_scale", num(0.0, 1.0, d.min_lr_scale), "floor of the learning-rate scale")
       .optional("recover_factor", num(1.0, 10.0, d.recover_factor),
                 "learning-rate scale growth per clean step after the cool-down, up to 1")
       .optional("cooldown_steps", integer(0, 1000000, d.cooldown_steps),
@@ -65,6 +66,7 @@ StabilityThresholds StabilityThresholds::from_yaml(const YAML::Node& n) {
   read("reduce_factor", t.reduce_factor);
   read("emergency_factor", t.emergency_factor);
   read("recover_factor", t.recover_factor);
+  read("min_lr_scale", t.min_lr_scale);
   read("cooldown_steps", t.cooldown_steps);
   read("backup_every", t.backup_every);
   return t;
@@ -168,27 +170,27 @@ StabilityDecision StabilityMonitor::observe(const StepReport& r) {
     }
   }
 
-  const bool warning = std::any_of(d.events.begin(), d.events.end(), [](StabilityEvent e) {
-    return e != StabilityEvent::stagnation;
-  });
-  const bool emergency =
-      !finite || (warning && cooldown_ > 0);  // a second warning within the cool-down
+  const auto has = [&](StabilityEvent e) {
+    return std::find(d.events.begin(), d.events.end(), e) != d.events.end();
+  };
+  const bool warning = has(StabilityEvent::loss_spike) || has(StabilityEvent::grad_explosion) ||
+                       has(StabilityEvent::update_ratio) || has(StabilityEvent::oscillation);
+  // Parameter-level trouble (the update itself is too large) escalates; a loss spike or an
+  // oscillation can come from the data (a new document) and only slows learning down.
+  const bool parameter_level =
+      has(StabilityEvent::grad_explosion) || has(StabilityEvent::update_ratio);
+  const bool emergency = !finite || (parameter_level && cooldown_ > 0);
   if (emergency && has_backup_) {
     d.action = StabilityAction::rollback;
-    lr_scale_ *= t_.emergency_factor;
+    lr_scale_ = std::max(t_.min_lr_scale, lr_scale_ * t_.emergency_factor);
     cooldown_ = t_.cooldown_steps;
     clean_steps_ = 0;
   } else if (warning) {
     d.action = StabilityAction::reduce_lr;
-    if (cooldown_ == 0) lr_scale_ *= t_.reduce_factor;
+    if (cooldown_ == 0) lr_scale_ = std::max(t_.min_lr_scale, lr_scale_ * t_.reduce_factor);
     cooldown_ = t_.cooldown_steps;
     clean_steps_ = 0;
-  } else {
-    // A clean step: it enters the window.
-    losses_.push_back(r.loss);
-    grad_norms_.push_back(r.grad_norm);
-    while (static_cast<int>(losses_.size()) > t_.window) losses_.pop_front();
-    while (static_cast<int>(grad_norms_.size()) > t_.window) grad_norms_.pop_front();
+  } else if (finite) {
     if (cooldown_ > 0) {
       --cooldown_;
     } else {
@@ -196,6 +198,16 @@ StabilityDecision StabilityMonitor::observe(const StepReport& r) {
     }
     ++clean_steps_;
     if (!has_backup_ || clean_steps_ % t_.backup_every == 0) d.action = StabilityAction::backup;
+  }
+  if (finite) {
+    // The window follows the data (a lasting change of loss level stops being a spike); a
+    // gradient that exploded does not enter the median it is judged against.
+    losses_.push_back(r.loss);
+    while (static_cast<int>(losses_.size()) > t_.window) losses_.pop_front();
+    if (!has(StabilityEvent::grad_explosion)) {
+      grad_norms_.push_back(r.grad_norm);
+      while (static_cast<int>(grad_norms_.size()) > t_.window) grad_norms_.pop_front();
+    }
     // Stagnation: the mean loss over the window, then and now.
     const double mean =
         std::accumulate(losses_.begin(), losses_.end(), 0.0) / static_cast<double>(losses_.size());

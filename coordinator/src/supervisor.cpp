@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 namespace neat::coordinator {
@@ -23,6 +24,7 @@ nlohmann::json RunOutcome::to_json() const {
           {"missing", missing},
           {"restarted", restarted},
           {"memory", memory},
+          {"learning", learning},
           {"checkpoints", checkpoints},
           {"wall_seconds", wall_seconds},
           {"control_rejected", control_rejected},
@@ -33,10 +35,102 @@ Supervisor::Supervisor(zmq::context_t& context, const components::PipelineSpec& 
                        const std::vector<std::string>& control_endpoints,
                        std::filesystem::path out_dir)
     : spec_(spec), server_(context, control_endpoints), out_dir_(std::move(out_dir)) {
+  std::vector<config::Issue> issues;
   for (const auto& c : spec_.components) {
     auto& s = status_[c.name];
     s.name = c.name;
     s.kind = c.kind;
+    if (!c.learning || c.learning.IsNull()) continue;
+    for (auto& i : config::validate(c.learning, learning_schema(), spec_.file.string())) {
+      i.path = "components." + c.name + ".learning" + (i.path.empty() ? "" : "." + i.path);
+      issues.push_back(std::move(i));
+    }
+    if (!issues.empty()) continue;
+    Learner l;
+    l.schedule = LearningRateSchedule::from_yaml(c.learning["schedule"]);
+    l.monitor = StabilityMonitor(StabilityThresholds::from_yaml(c.learning["stability"]));
+    if (c.learning["keep_backups"]) l.keep_backups = c.learning["keep_backups"].as<std::size_t>();
+    learners_.emplace(c.name, std::move(l));
+  }
+  if (!issues.empty()) throw config::ConfigError(std::move(issues));
+}
+
+config::Schema learning_schema() {
+  using config::Schema;
+  return Schema::map()
+      .optional("schedule", LearningRateSchedule::schema(), "learning-rate schedule")
+      .optional("stability", StabilityThresholds::schema(), "stability thresholds and actions")
+      .optional("keep_backups", Schema::integer(1, 100).default_value("3"),
+                "good parameter backups kept for rollback");
+}
+
+void Supervisor::on_update_request(ComponentStatus& s, const std::string& text) {
+  auto reply = [&](const char* action, double lr, const std::string& reason) {
+    server_.send(
+        s.name,
+        {"update_grant",
+         s.name,
+         nlohmann::json{{"action", action}, {"learning_rate", lr}, {"reason", reason}}.dump(),
+         "",
+         {},
+         {}});
+  };
+  auto it = learners_.find(s.name);
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (it == learners_.end() || j.is_discarded()) {
+    reply("discard", 0.0,
+          it == learners_.end() ? "no learning block for this component" : "malformed request");
+    return;
+  }
+  auto& l = it->second;
+  ++l.steps;
+  const double lr = l.schedule.at(l.steps) * l.monitor.lr_scale();
+  // JSON has no NaN or Inf: a non-finite value arrives as null and is read back as NaN.
+  auto number = [&](const char* key, double fallback) {
+    if (!j.contains(key)) return fallback;
+    return j[key].is_number() ? j[key].get<double>() : std::nan("");
+  };
+  StepReport r;
+  r.step = j.contains("step") && j["step"].is_number_unsigned() ? j["step"].get<std::uint64_t>()
+                                                                : l.steps;
+  r.loss = number("loss", 0.0);
+  r.grad_norm = number("grad_norm", 0.0);
+  r.update_norm = lr * number("direction_norm", 0.0);
+  r.param_norm = number("param_norm", 1.0);
+  r.grad_cosine = number("grad_cosine", 1.0);
+  if (!std::isfinite(r.grad_cosine)) r.grad_cosine = 1.0;
+  const auto d = l.monitor.observe(r);
+  const double granted = l.schedule.at(l.steps) * d.lr_scale;
+  switch (d.action) {
+    case StabilityAction::none:
+    case StabilityAction::backup:
+      ++l.committed;
+      l.last_lr = lr;
+      reply("commit", lr, d.reason);
+      if (d.action == StabilityAction::backup) {
+        server_.send(s.name, {"checkpoint", s.name, "", "", {}, {{"purpose", "backup"}}});
+      }
+      break;
+    case StabilityAction::reduce_lr:
+      ++l.committed;
+      l.last_lr = granted;
+      reply("commit", granted, d.reason);  // applied at the reduced learning rate
+      break;
+    case StabilityAction::rollback:
+      ++l.rollbacks;
+      if (l.backups.empty()) {
+        ++l.discarded;
+        reply("discard", granted, d.reason + " (no backup yet)");
+        break;
+      }
+      server_.send(s.name,
+                   {"restore", s.name, "", l.backups.back(), {}, {{"scope", "parameters"}}});
+      reply("rollback", granted, d.reason);
+      break;
+  }
+  if (d.action != StabilityAction::none && d.action != StabilityAction::backup) {
+    spdlog::warn("coordinator: {} step {}: {} ({}); learning-rate scale {:.3g}", s.name, r.step,
+                 action_name(d.action), d.reason, d.lr_scale);
   }
 }
 
@@ -94,10 +188,30 @@ void Supervisor::handle(const bus::ControlServer::Incoming& in) {
     if (m.text == "activate") s.active = true;
     if (m.text == "shutdown") s.active = false;
     if (m.text == "restore") s.restored = true;
+  } else if (m.type == "update_request") {
+    on_update_request(s, m.text);
+  } else if (m.type == "snapshot" && m.fields.count("purpose") &&
+             m.fields.at("purpose") == "backup") {
+    if (auto it = learners_.find(s.name); it != learners_.end()) {
+      it->second.backups.push_back(m.blob);
+      while (it->second.backups.size() > it->second.keep_backups) it->second.backups.pop_front();
+      it->second.monitor.backup_taken();
+    }
   } else if (m.type == "snapshot") {
     auto seq = nlohmann::json::parse(m.text, nullptr, false);
     if (seq.is_discarded()) seq = nlohmann::json::object();
     on_snapshot(s.name, {m.blob, std::move(seq)});
+  }
+}
+
+void Supervisor::handle_safely(const bus::ControlServer::Incoming& in) {
+  // A malformed report from a component is rejected and counted; it never ends the run.
+  try {
+    handle(in);
+  } catch (const std::exception& e) {
+    ++handler_errors_;
+    spdlog::error("coordinator: '{}' from '{}' rejected: {}", in.message.type, in.message.component,
+                  e.what());
   }
 }
 
@@ -289,7 +403,7 @@ bool Supervisor::wait_until(const std::atomic<bool>& stop, std::chrono::millisec
       outcome_.error = "timed out after " + std::to_string(timeout.count()) + " ms " + what;
       return false;
     }
-    if (auto in = server_.recv(std::chrono::milliseconds(50))) handle(*in);
+    if (auto in = server_.recv(std::chrono::milliseconds(50))) handle_safely(*in);
   }
   return true;
 }
@@ -308,7 +422,7 @@ void Supervisor::shutdown_all() {
   // Active components answer with final statistics and an ack; the others only needed the
   // command.
   while (!all_down() && Clock::now() < deadline) {
-    if (auto in = server_.recv(std::chrono::milliseconds(50))) handle(*in);
+    if (auto in = server_.recv(std::chrono::milliseconds(50))) handle_safely(*in);
   }
   for (const auto& [name, s] : status_) {
     if (s.registered && !s.missing && s.active) {
@@ -323,8 +437,18 @@ RunOutcome Supervisor::run(const std::atomic<bool>& stop) {
   auto finish = [&] {
     shutdown_all();
     outcome_.components = status_;
-    outcome_.control_rejected = server_.rejected();
+    outcome_.control_rejected = server_.rejected() + handler_errors_;
     if (budget_) outcome_.memory = budget_->summary();
+    for (const auto& [name, l] : learners_) {
+      outcome_.learning[name] = {{"steps", l.steps},
+                                 {"committed", l.committed},
+                                 {"discarded", l.discarded},
+                                 {"rollbacks", l.rollbacks},
+                                 {"backups_kept", l.backups.size()},
+                                 {"last_learning_rate", l.last_lr},
+                                 {"lr_scale", l.monitor.lr_scale()},
+                                 {"events", l.monitor.history()}};
+    }
     outcome_.wall_seconds = std::chrono::duration<double>(Clock::now() - start).count();
     return outcome_;
   };

@@ -286,7 +286,8 @@ TEST(Cli, VersionAndHelpWork) {
   NeatProcess v({"--version"});
   EXPECT_EQ(v.wait(), 0);
   EXPECT_NE(v.output().find("neat 0."), std::string::npos);
-  for (const char* sub : {"run", "launch", "component", "broker", "topic", "hw", "check", "data", "schema"}) {
+  for (const char* sub :
+       {"run", "launch", "component", "broker", "topic", "hw", "check", "data", "schema"}) {
     NeatProcess h({sub, "--help"});
     EXPECT_EQ(h.wait(), 0) << sub;
     EXPECT_NE(h.output().find("Usage"), std::string::npos) << sub;
@@ -445,6 +446,107 @@ TEST(Recovery, KilledComponentIsRestartedRestoredAndEveryItemProcessedExactlyOnc
                 .get<int>(),
             0);
   EXPECT_TRUE(fs::exists(dir / "crash" / "snapshots" / "byte_stats.msgpack"));
+}
+
+}  // namespace
+
+namespace {
+
+// A run of the adaptive byte model under the coordinator; returns run.json.
+nlohmann::json learning_run(const std::string& name, const std::string& components_yaml,
+                            const std::string& finish = "learner") {
+  const auto dir = fresh_dir(name);
+  const auto file = dir / "learn.yaml";
+  std::ofstream(file) << "name: " << name << "\nfinish_when: [" << finish << "]"
+                      << R"(
+components:
+  source:
+    kind: source
+    config: {inputs: [/usr/share/games/fortunes], skip_suffixes: [.dat, .u8], chunk_bytes: 4096}
+)" << components_yaml;
+  NeatProcess run({"launch", file.string(), "--out", (dir / "out").string(), "--run-id",
+                   name + std::to_string(::getpid())});
+  EXPECT_EQ(run.wait(), 0) << run.output();
+  return nlohmann::json::parse(read_file(dir / "out" / "run.json"));
+}
+
+bool has_event(const nlohmann::json& events, const std::string& event, const std::string& action) {
+  for (const auto& e : events) {
+    for (const auto& name : e["events"]) {
+      if (name == event && e["action"] == action) return true;
+    }
+  }
+  return false;
+}
+
+TEST(TestTimeLearning, GrantedStepsLearnTheByteDistribution) {
+  auto run = learning_run("ttl", R"(  learner:
+    kind: online_unigram
+    learning: {schedule: {kind: constant, lr: 0.2}}
+)");
+  const auto& learning = run["learning"]["learner"];
+  const auto& stats = run["components"]["learner"]["stats"]["component"];
+  EXPECT_GT(learning["steps"].get<int>(), 500);
+  EXPECT_EQ(learning["committed"], learning["steps"]);
+  EXPECT_EQ(learning["rollbacks"], 0);
+  EXPECT_EQ(stats["committed"], learning["committed"]) << "component and coordinator agree";
+  EXPECT_LT(stats["bits_per_byte"].get<double>(), 6.5) << "far below the uniform model's 8";
+}
+
+TEST(TestTimeLearning, NanGradientIsRolledBackAndParametersStayFinite) {
+  auto run = learning_run("ttlnan", R"(  learner:
+    kind: online_unigram
+    config: {inject: {kind: nan, at_step: 120}}
+    learning: {schedule: {kind: constant, lr: 0.2}}
+)");
+  const auto& learning = run["learning"]["learner"];
+  EXPECT_GE(learning["rollbacks"].get<int>(), 1);
+  EXPECT_TRUE(has_event(learning["events"], "non_finite", "rollback"));
+  for (const auto& e : learning["events"]) {
+    if (e["action"] == "rollback") {
+      EXPECT_LE(e["lr_scale"].get<double>(), 0.1) << "the emergency cuts the rate tenfold";
+    }
+  }
+  const auto& stats = run["components"]["learner"]["stats"]["component"];
+  EXPECT_TRUE(stats["parameters_finite"].get<bool>());
+  EXPECT_EQ(stats["rollbacks"], learning["rollbacks"]);
+}
+
+TEST(TestTimeLearning, LossSpikeReducesTheLearningRate) {
+  auto run = learning_run("ttlspike", R"(  learner:
+    kind: online_unigram
+    config: {inject: {kind: loss_spike, at_step: 300}}
+    learning: {schedule: {kind: constant, lr: 0.2}}
+)");
+  const auto& events = run["learning"]["learner"]["events"];
+  bool found = false;
+  for (const auto& e : events) {
+    if (e["step"] == 300) {
+      found = true;
+      EXPECT_EQ(e["action"], "reduce_lr");
+      EXPECT_EQ(e["events"][0], "loss_spike");
+    }
+  }
+  EXPECT_TRUE(found) << events.dump();
+}
+
+TEST(GradientIsolation, AnUpdateOfOneComponentLeavesTheOthersParametersBitIdentical) {
+  auto run = learning_run("isolation", R"(  learner:
+    kind: online_unigram
+    learning: {schedule: {kind: constant, lr: 0.2}}
+  frozen:
+    kind: online_unigram
+    config: {output: frozen.doc}
+)",
+                          "learner, frozen");
+  const auto& learner = run["components"]["learner"]["stats"]["component"];
+  const auto& frozen = run["components"]["frozen"]["stats"]["component"];
+  // Both saw every byte in the same process; only the learner was granted updates.
+  EXPECT_EQ(learner["bytes"], frozen["bytes"]);
+  EXPECT_GT(learner["committed"].get<int>(), 0);
+  EXPECT_EQ(frozen["committed"], 0);
+  EXPECT_EQ(frozen["parameter_digest"], "0000000000000000") << "still the all-zero initial logits";
+  EXPECT_NE(learner["parameter_digest"], "0000000000000000");
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 // The control plane: coordinator ROUTER <-> component DEALERs, one msgpack frame per message.
 // Commands (coordinator -> component): configure, sync, synced, activate, deactivate,
-// checkpoint, restore, replay, trim, degrade, shutdown. Reports (component -> coordinator): register,
-// configured, probe_ack, heartbeat, stats, snapshot, done, ack, error. Invariant: a frame that does
-// not decode, or names an unknown type, is counted in rejected() and logged; it never throws out of
-// recv().
+// checkpoint, restore, replay, trim, degrade, shutdown. Reports (component -> coordinator):
+// register, configured, probe_ack, heartbeat, stats, snapshot, done, ack, error. Invariant: a frame
+// that does not decode, or names an unknown type, is counted in rejected() and logged; it never
+// throws out of recv().
 #pragma once
 
 #include <chrono>

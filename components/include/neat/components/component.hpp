@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "neat/bus/node.hpp"
+#include "neat/components/learning.hpp"
 #include "neat/config/schema.hpp"
 
 namespace neat::components {
@@ -36,6 +38,15 @@ class Context {
   }
   bool finished() const { return finished_; }
   const std::string& summary() const { return summary_; }
+  /// Asks the coordinator to grant a candidate update step (test-time learning). Blocks until
+  /// the grant arrives; a rollback grant is followed by the restore of the last backup, which
+  /// the host applies before this component sees another message. Without a coordinator
+  /// answer within the timeout the step is discarded (counted in grant_timeouts).
+  Grant request_update(const UpdateRequest& report) { return requester_(report); }
+  void set_update_requester(std::function<Grant(const UpdateRequest&)> fn) {
+    requester_ = std::move(fn);
+  }
+
   /// Directory for outputs (reports, plots), given by the coordinator (`--out`).
   const std::filesystem::path& out_dir() const { return out_dir_; }
   void set_out_dir(std::filesystem::path dir) { out_dir_ = std::move(dir); }
@@ -47,6 +58,9 @@ class Context {
   bool finished_ = false;
   std::string summary_;
   std::filesystem::path out_dir_ = ".";
+  std::function<Grant(const UpdateRequest&)> requester_ = [](const UpdateRequest&) {
+    return Grant{Grant::Action::discard, 0.0, "no coordinator"};
+  };
 };
 
 class Component {

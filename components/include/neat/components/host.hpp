@@ -26,6 +26,8 @@ struct HostOptions {
   std::chrono::milliseconds heartbeat_interval{200};
   std::chrono::milliseconds stats_interval{500};
   std::chrono::milliseconds probe_interval{20};
+  /// How long a test-time learning step waits for the coordinator's grant.
+  std::chrono::milliseconds grant_timeout{2000};
   /// Directory for the component's outputs (reports); the coordinator may override it in the
   /// configure command.
   std::filesystem::path out_dir = ".";

@@ -45,4 +45,15 @@ struct DocByteStats {
   MSGPACK_DEFINE_MAP(doc_id, path, bytes, histogram, entropy_bits_per_byte);
 };
 
+/// Per-document result of online_unigram (topic `unigram.doc`).
+struct UnigramDoc {
+  static constexpr std::string_view kSchema = "neat.UnigramDoc";
+  static constexpr std::uint32_t kVersion = 1;
+  std::uint64_t doc_id = 0;
+  std::string path;
+  std::uint64_t bytes = 0;
+  double bits_per_byte = 0.0;  ///< online code length of the document under the adaptive model
+  MSGPACK_DEFINE_MAP(doc_id, path, bytes, bits_per_byte);
+};
+
 }  // namespace neat::components

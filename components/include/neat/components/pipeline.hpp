@@ -26,6 +26,9 @@ struct ComponentSpec {
   std::string kind;  ///< registry name
   Process process = Process::embedded;
   YAML::Node config;  ///< the `config:` block, validated against the kind's schema
+  /// The `learning:` block (test-time learning: schedule, stability thresholds), validated by
+  /// the coordinator; absent for components that do not learn at run time.
+  YAML::Node learning;
 };
 
 struct PipelineSpec {

@@ -15,10 +15,13 @@
 //   stagnation      the window's mean loss improved by less than `stagnation_tolerance`
 //                   (relative) over `stagnation_steps` steps.
 // Levels and actions: a warning-level event (loss_spike, grad_explosion, update_ratio,
-// oscillation) reduces the learning rate by `reduce_factor`; a second one within the cool-down
-// or a non-finite step is an emergency: roll back to the last good backup and cut the learning
-// rate by `emergency_factor`. After any action a cool-down of `cooldown_steps` follows, during
-// which the learning-rate scale is not lowered again; afterwards it recovers by
+// oscillation) reduces the learning rate by `reduce_factor` (the step is applied at the reduced
+// rate); a non-finite step, or a second parameter-level warning (grad_explosion, update_ratio)
+// within the cool-down, is an emergency: roll back to the last good backup and cut the
+// learning rate by `emergency_factor`. Loss spikes and oscillations never escalate by
+// themselves: they can come from the data (a new document), not from the parameters. The
+// scale never falls below `min_lr_scale`. After any action a cool-down of `cooldown_steps` follows,
+// during which the learning-rate scale is not lowered again; afterwards it recovers by
 // `recover_factor` per clean step up to 1 (the "adaptive" schedule). Every
 // `backup_every` clean steps the monitor asks for a backup. Stagnation is reported, no action.
 // Invariant: the monitor never asks for a rollback before a backup exists (it asks for a
@@ -50,6 +53,7 @@ struct StabilityThresholds {
   double reduce_factor = 0.5;
   double emergency_factor = 0.1;
   double recover_factor = 1.02;
+  double min_lr_scale = 1e-3;  ///< the scale never falls below this
   int cooldown_steps = 20;
   int backup_every = 25;
 

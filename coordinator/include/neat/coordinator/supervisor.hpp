@@ -29,6 +29,8 @@
 #include "neat/bus/control.hpp"
 #include "neat/components/pipeline.hpp"
 #include "neat/coordinator/budget.hpp"
+#include "neat/coordinator/schedule.hpp"
+#include "neat/coordinator/stability.hpp"
 
 namespace neat::coordinator {
 
@@ -51,6 +53,10 @@ struct ComponentStatus {
   nlohmann::json restored_last_seq = nlohmann::json::object();  ///< sender -> topic -> seq
 };
 
+/// Schema of a component's `learning:` block: schedule (LearningRateSchedule::schema()),
+/// stability (StabilityThresholds::schema()), keep_backups.
+config::Schema learning_schema();
+
 /// One snapshot of a component: the host's msgpack blob and the last sequence number it had
 /// processed per (sender, topic).
 struct Snapshot {
@@ -66,9 +72,10 @@ struct RunOutcome {
   std::map<std::string, ComponentStatus> components;
   double wall_seconds = 0.0;
   std::uint64_t control_rejected = 0;
-  std::vector<std::string> restarted;                ///< one entry per restart, in order
-  nlohmann::json memory = nlohmann::json::object();  ///< budget grants, peaks and actions
-  std::uint64_t checkpoints = 0;                     ///< snapshots received
+  std::vector<std::string> restarted;                  ///< one entry per restart, in order
+  nlohmann::json memory = nlohmann::json::object();    ///< budget grants, peaks and actions
+  nlohmann::json learning = nlohmann::json::object();  ///< per learner: steps, grants, events
+  std::uint64_t checkpoints = 0;                       ///< snapshots received
   nlohmann::json to_json() const;
 };
 
@@ -96,6 +103,7 @@ class Supervisor {
 
  private:
   void handle(const bus::ControlServer::Incoming& in);
+  void handle_safely(const bus::ControlServer::Incoming& in);
   bool wait_until(const std::atomic<bool>& stop, std::chrono::milliseconds timeout,
                   const std::function<bool()>& ready, const std::string& what);
   void check_heartbeats();
@@ -103,6 +111,7 @@ class Supervisor {
   void maintain();  // heartbeats, checkpoints, recovery steps: once per loop iteration
   void on_snapshot(const std::string& name, Snapshot snapshot);
   void progress_recovery(ComponentStatus& s);
+  void on_update_request(ComponentStatus& s, const std::string& text);
   std::vector<std::string> subscribers_of(const std::string& topic) const;
 
   const components::PipelineSpec& spec_;
@@ -116,7 +125,18 @@ class Supervisor {
   std::map<std::string, std::deque<Snapshot>> snapshots_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> trimmed_;  // (publisher, topic)
   bool running_ = false;
+  std::uint64_t handler_errors_ = 0;
   std::optional<MemoryBudgetManager> budget_;
+  // Test-time learning: one controller per learning component.
+  struct Learner {
+    LearningRateSchedule schedule;
+    StabilityMonitor monitor;
+    std::size_t keep_backups = 3;
+    std::deque<std::string> backups;  // host snapshots, newest last
+    std::uint64_t steps = 0, committed = 0, discarded = 0, rollbacks = 0;
+    double last_lr = 0.0;
+  };
+  std::map<std::string, Learner> learners_;
   std::chrono::steady_clock::time_point next_checkpoint_{};
   bool abort_on_missing_ = true;
   RunOutcome outcome_;
