@@ -99,8 +99,7 @@ bool tcp_port_free(int port) {
 }
 
 // Hands out fresh endpoint names: unique inproc/ipc names per fixture, and blocks of free tcp
-// ports from 27000 up. Ports are checked beforehand because neat::bus::Broker cannot survive a
-// failed bind of its second plane (see RESULTS-bus.md).
+// ports from 27000 up, checked beforehand so that no measurement starts with a failed bind.
 class EndpointPool {
  public:
   neat::bus::BusEndpoints neat(Transport t) {
