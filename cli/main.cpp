@@ -74,21 +74,25 @@ void print_report_table(const std::filesystem::path& report_file) {
   if (!in) return;
   auto report = nlohmann::json::parse(in, nullptr, false);
   if (report.is_discarded() || !report.contains("documents")) return;
+  const bool online = report["totals"].contains("online_bits_per_byte");
   std::cout << std::left << std::setw(48) << "document" << std::right << std::setw(10) << "bytes"
-            << std::setw(16) << "order-0 bits/B"
-            << "\n";
+            << std::setw(16) << "order-0 bits/B" << (online ? "   online bits/B" : "") << "\n";
+  std::cout << std::fixed << std::setprecision(3);
   for (const auto& d : report["documents"]) {
     std::string path = d.value("path", "");
     if (path.size() > 46) path = "..." + path.substr(path.size() - 43);
     std::cout << std::left << std::setw(48) << path << std::right << std::setw(10)
-              << d.value("bytes", 0) << std::setw(16) << std::fixed << std::setprecision(3)
-              << d.value("entropy_bits_per_byte", 0.0) << "\n";
+              << d.value("bytes", 0) << std::setw(16) << d.value("entropy_bits_per_byte", 0.0);
+    if (online) std::cout << std::setw(16) << d.value("online_bits_per_byte", 0.0);
+    std::cout << "\n";
   }
   const auto& t = report["totals"];
   std::cout << std::left << std::setw(48)
             << ("total (" + std::to_string(t.value("documents", 0)) + " documents)") << std::right
             << std::setw(10) << t.value("bytes", 0) << std::setw(16)
-            << t.value("mean_order0_bits_per_byte", 0.0) << "\n";
+            << t.value("mean_order0_bits_per_byte", 0.0);
+  if (online) std::cout << std::setw(16) << t.value("online_bits_per_byte", 0.0);
+  std::cout << "\n";
 }
 
 // Markdown reference of every pipeline key and every component kind's `config:` keys.

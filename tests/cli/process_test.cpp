@@ -550,3 +550,23 @@ TEST(GradientIsolation, AnUpdateOfOneComponentLeavesTheOthersParametersBitIdenti
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TestTimeLearning, LearningPipelineGivesTheSameReportEmbeddedAndAsSeparateProcesses) {
+  const auto dir = fresh_dir("learning-shapes");
+  const auto pipeline = (source_dir() / "configs/pipelines/learning.yaml").string();
+  NeatProcess embedded({"launch", pipeline, "--out", (dir / "embedded").string(), "--run-id",
+                        "le" + std::to_string(::getpid())});
+  ASSERT_EQ(embedded.wait(), 0) << embedded.output();
+  NeatProcess separate({"launch", pipeline, "--out", (dir / "separate").string(), "--run-id",
+                        "ls" + std::to_string(::getpid()), "--process", "separate"});
+  ASSERT_EQ(separate.wait(), 0) << separate.output();
+  const auto report = read_file(dir / "embedded" / "report.json");
+  EXPECT_EQ(read_file(dir / "separate" / "report.json"), report)
+      << "grants depend only on the metrics: the learned model is the same in every shape";
+  auto j = nlohmann::json::parse(report);
+  EXPECT_LT(j["totals"]["online_bits_per_byte"].get<double>(), 6.0);
+}
+
+}  // namespace

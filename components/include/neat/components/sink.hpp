@@ -4,6 +4,7 @@
 // byte for byte.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -26,6 +27,10 @@ class Sink : public Component {
   std::string report_name_ = "report.json";
   std::map<std::uint64_t, nlohmann::json> documents_;
   std::uint64_t received_ = 0;  ///< results handled: equals the documents when exactly once
+  std::string online_input_;
+  std::map<std::uint64_t, double> online_;  ///< doc_id -> online bits per byte
+  int streams_ended_ = 0;
+  std::uint64_t stream_bytes_ = 0;
 };
 
 }  // namespace neat::components
