@@ -193,9 +193,14 @@ void Supervisor::handle(const bus::ControlServer::Incoming& in) {
   } else if (m.type == "snapshot" && m.fields.count("purpose") &&
              m.fields.at("purpose") == "backup") {
     if (auto it = learners_.find(s.name); it != learners_.end()) {
-      it->second.backups.push_back(m.blob);
-      while (it->second.backups.size() > it->second.keep_backups) it->second.backups.pop_front();
-      it->second.monitor.backup_taken();
+      auto& l = it->second;
+      l.backups.push_back(m.blob);
+      while (l.backups.size() > l.keep_backups) l.backups.pop_front();
+      l.monitor.backup_taken();
+      // On disk too, so that a restart can resume from the last good parameters.
+      const auto dir = out_dir_ / "snapshots";
+      std::filesystem::create_directories(dir);
+      std::ofstream(dir / (s.name + ".backup.msgpack"), std::ios::binary) << m.blob;
     }
   } else if (m.type == "snapshot") {
     auto seq = nlohmann::json::parse(m.text, nullptr, false);
