@@ -122,11 +122,29 @@ void reap(Child& c, std::chrono::milliseconds grace) {
 
 }  // namespace
 
+namespace {
+
+// Runs in whichever thread the kernel picks among those that do not block the signal: only
+// threads created before install_stop_signals() (OpenBLAS's pool, started when the library
+// loads) can be that thread. Async-signal-safe: an atomic store, or _exit on the second signal.
+void on_stop_signal(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);
+}
+
+}  // namespace
+
 std::atomic<bool>& install_stop_signals() {
   static std::once_flag once;
   std::call_once(once, [] {
-    // Blocked in every thread (call this before starting any), taken by one waiting thread:
-    // no ZeroMQ call is ever interrupted by EINTR.
+    // A handler for threads started before this call (libraries' thread pools) ...
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    // ... and blocked in this thread and every thread it starts, where one waiting thread takes
+    // them: no ZeroMQ call of ours is ever interrupted by EINTR.
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -135,10 +153,7 @@ std::atomic<bool>& install_stop_signals() {
     std::thread([set] {
       int sig = 0;
       while (sigwait(&set, &sig) == 0) {
-        if (g_stop.exchange(true)) {
-          // a second Ctrl-C: the user insists
-          std::_Exit(130);
-        }
+        if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C: the user insists
         spdlog::warn("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
       }
     }).detach();

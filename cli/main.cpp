@@ -13,6 +13,7 @@
 #include <iostream>
 
 #include "launch.hpp"
+#include "neat/blt/byte_lm.hpp"
 #include "neat/blt/patcher.hpp"
 #include "neat/bus/broker.hpp"
 #include "neat/config/schema.hpp"
@@ -105,6 +106,8 @@ std::string configuration_reference() {
     out += "\n## Component `" + name + "`: `components.<name>.config`\n\n" + kind.description +
            ".\n\n" + kind.schema().describe();
   }
+  out += "\n## BLT training (`configs/train/blt.yaml`)\n\n" +
+         blt::ByteLMTrainOptions::schema().describe();
   out += "\n## Test-time learning: `components.<name>.learning`\n\n" +
          coordinator::learning_schema().describe();
   out += "\n## Hardware profiles (`configs/profiles/*.yaml`)\n\n" +
@@ -270,6 +273,15 @@ int main(int argc, char** argv) {
   patch->add_option("--stride", patch_options.stride, "tokens per patch (stride mode)");
   patch->add_option("--max-patch-length", patch_options.max_patch_length, "0: no limit");
 
+  // train
+  auto* train = app.add_subcommand("train", "train a component offline");
+  train->require_subcommand(1);
+  auto* train_blt = train->add_subcommand("blt", "train the BLT byte LM on the prepared corpus");
+  std::string train_config = (config_dir() / "train/blt.yaml").string();
+  bool train_resume = false;
+  train_blt->add_option("--config", train_config, "training YAML")->capture_default_str();
+  train_blt->add_flag("--resume", train_resume, "continue from out_dir/byte_lm.ckpt");
+
   // schema
   auto* schema = app.add_subcommand("schema",
                                     "print every YAML key of pipelines and component "
@@ -346,6 +358,19 @@ int main(int argc, char** argv) {
       out["mean_patch_length"] =
           patches.empty() ? 0.0 : double(entropies.size()) / double(patches.size());
       std::cout << out.dump() << "\n";
+      return 0;
+    }
+    if (*train_blt) {
+      const auto options = blt::ByteLMTrainOptions::load(train_config);
+      const auto r = blt::train_byte_lm(options, std::cerr, train_resume);
+      std::cout << nlohmann::json{{"steps", r.steps},
+                                  {"final_train_loss_nats", r.final_train_loss},
+                                  {"val_bits_per_byte", r.val_bits_per_byte},
+                                  {"seconds", r.seconds},
+                                  {"tokens_per_second", r.tokens_per_second},
+                                  {"checkpoint", r.checkpoint.string()}}
+                       .dump(2)
+                << "\n";
       return 0;
     }
     if (*prepare) {

@@ -19,7 +19,10 @@ using Fn = std::function<Tensord(const std::vector<Tensord>&)>;
 // ||analytic - numeric|| / max(||analytic|| + ||numeric||, 1e-12), worst over inputs.
 inline double gradient_relative_error(const Fn& f, std::vector<Tensord> inputs,
                                       double step = 1e-6) {
-  for (auto& x : inputs) x.set_requires_grad(true);
+  for (auto& x : inputs) {
+    x = x.clone();  // a private leaf: the caller's tensor stays as it was
+    x.set_requires_grad(true);
+  }
   const Tensord y = f(inputs);
   const std::vector<Tensord> analytic = grad(y, inputs);
   double worst = 0;

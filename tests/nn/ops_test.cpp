@@ -48,6 +48,50 @@ TEST(Elementwise, BroadcastingArithmeticGradientsMatchFiniteDifference) {
             kTolerance);
 }
 
+TEST(RandomShapes, BroadcastMatmulReductionAndNormGradientsMatchFiniteDifference) {
+  std::mt19937_64 rng(20261124);
+  std::uniform_int_distribution<int64_t> extent(1, 4), rank(1, 4), coin(0, 1);
+  for (int trial = 0; trial < 6; ++trial) {
+    Shape sa(rank(rng));
+    for (auto& d : sa) d = extent(rng);
+    Shape sb = sa;  // same rank, some axes collapsed to 1 for broadcasting
+    for (auto& d : sb)
+      if (coin(rng)) d = 1;
+    const Tensord a = random(sa, rng), b = random(sb, rng);
+    const Tensord b_away = add_scalar(mul(b, b), 0.5);
+    EXPECT_LT(
+        gradient_relative_error([](auto in) { return weighted_sum(div(mul(in[0], in[1]), in[2])); },
+                                {a, b, b_away}),
+        kTolerance)
+        << shape_string(sa) << " " << shape_string(sb);
+    const int64_t axis = std::uniform_int_distribution<int64_t>(0, a.dim() - 1)(rng);
+    EXPECT_LT(gradient_relative_error(
+                  [axis](auto in) { return weighted_sum(sum(in[0], {axis}, true)); }, {a}),
+              kTolerance);
+    const Tensord w = random({sa.back()}, rng);
+    EXPECT_LT(gradient_relative_error([](auto in) { return weighted_sum(rms_norm(in[0], in[1])); },
+                                      {a, w}),
+              kTolerance);
+    const int64_t batch = extent(rng), m = extent(rng), k = extent(rng), n = extent(rng);
+    const Tensord x = random({batch, m, k}, rng), y = random({batch, k, n}, rng);
+    EXPECT_LT(
+        gradient_relative_error([](auto in) { return weighted_sum(matmul(in[0], in[1])); }, {x, y}),
+        kTolerance);
+    const int64_t heads = extent(rng), head_dim = extent(rng), tk = extent(rng) + 1;
+    const int64_t tq = std::uniform_int_distribution<int64_t>(1, tk)(rng);
+    const int64_t window = std::uniform_int_distribution<int64_t>(0, tk)(rng);
+    const Tensord q = random({2, tq, heads * head_dim}, rng),
+                  kk = random({2, tk, heads * head_dim}, rng),
+                  v = random({2, tk, heads * head_dim}, rng);
+    EXPECT_LT(gradient_relative_error(
+                  [heads, window](auto in) {
+                    return weighted_sum(causal_attention(in[0], in[1], in[2], heads, window));
+                  },
+                  {q, kk, v}),
+              kTolerance);
+  }
+}
+
 TEST(Elementwise, ForwardBroadcastsTrailingAxes) {
   const Tensord a = Tensord::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});
   const Tensord b = Tensord::from_vector({3}, {10, 20, 30});
@@ -344,6 +388,24 @@ TEST(Memory, LiveBytesAreCountedAndReleased) {
     EXPECT_GE(during.peak_bytes, during.current_bytes);
   }
   EXPECT_EQ(memory_stats().current_bytes, before.current_bytes);
+}
+
+TEST(Memory, TaggedAllocationsAreCountedUnderTheirTag) {
+  const auto before = memory_stats("test-tag");
+  {
+    MemoryTag tag("test-tag");
+    Tensorf t = Tensorf::zeros({100});
+    Tensorf u;
+    {
+      MemoryTag inner("test-tag-inner");
+      u = Tensorf::zeros({10});
+    }
+    EXPECT_EQ(memory_stats("test-tag").current_bytes - before.current_bytes, 400);
+    EXPECT_EQ(memory_stats("test-tag-inner").current_bytes, 40);
+  }
+  EXPECT_EQ(memory_stats("test-tag").current_bytes, before.current_bytes);
+  EXPECT_GE(memory_stats("test-tag").peak_bytes, 400);
+  EXPECT_EQ(memory_stats("never-used").allocations, 0);
 }
 
 TEST(Bf16, RoundTripKeepsEightBitsOfMantissa) {

@@ -1,0 +1,34 @@
+// bench_nn_eigen_blas: Eigen's matrix product with EIGEN_USE_BLAS (Eigen forwards to
+// OpenBLAS's sgemm_). Its own executable, because linking Eigen's BLAS-specialised product into
+// the same binary as Eigen's native one would let the linker keep only one of the two
+// (same template, two definitions). bench_nn runs it and reads the GFLOP/s it prints.
+// Usage: bench_nn_eigen_blas M N K threads
+#define EIGEN_USE_BLAS
+#include <cblas.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: bench_nn_eigen_blas M N K threads\n");
+    return 2;
+  }
+  const int m = std::atoi(argv[1]), n = std::atoi(argv[2]), k = std::atoi(argv[3]);
+  openblas_set_num_threads(std::atoi(argv[4]));
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Mat a = Mat::Constant(m, k, 0.5f), b = Mat::Constant(k, n, 0.25f), c(m, n);
+  c.noalias() = a * b;
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    c.noalias() = a * b;
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::printf("%.3f\n", 2.0 * m * n * k / best / 1e9);
+  return 0;
+}
