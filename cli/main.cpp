@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <iterator>
 
 #include "launch.hpp"
 #include "neat/blt/byte_lm.hpp"
@@ -18,6 +19,7 @@
 #include "neat/bus/broker.hpp"
 #include "neat/config/schema.hpp"
 #include "neat/data/baselines.hpp"
+#include "neat/data/compressors.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/hardware/detect.hpp"
 #include "neat/hardware/profile.hpp"
@@ -258,14 +260,17 @@ int main(int argc, char** argv) {
   auto* blt = app.add_subcommand("blt", "the byte latent transformer's patching");
   blt->require_subcommand(1);
   auto* patch = blt->add_subcommand(
-      "patch", "patch precomputed next-byte entropies (--entropies) and print the patch starts");
-  std::string entropies_file, patch_mode = "global";
+      "patch",
+      "patch a FILE with the byte LM's entropies, or precomputed entropies (--entropies); print "
+      "the patch starts (and for a file its spans and entropies) as JSON");
+  std::string entropies_file, patch_mode = "global", patch_file,
+                              model_file = "out/train-blt/byte_lm.ckpt";
   blt::PatcherOptions patch_options;
-  patch
-      ->add_option("--entropies", entropies_file,
-                   "JSON array of entropies in nats (or an object with an \"entropies\" array)")
-      ->required();
-  patch->add_option("--mode", patch_mode, "global, monotonic, combined, stride")
+  patch->add_option("--entropies", entropies_file,
+                    "JSON array of entropies in nats (or an object with an \"entropies\" array)");
+  patch->add_option("file", patch_file, "a file to patch with the byte LM's entropies");
+  patch->add_option("--model", model_file, "byte LM checkpoint")->capture_default_str();
+  patch->add_option("--mode", patch_mode, "global, monotonic, combined, space, stride")
       ->capture_default_str();
   patch->add_option("--threshold", patch_options.threshold, "theta_g, nats")->capture_default_str();
   patch->add_option("--relative-threshold", patch_options.relative_threshold, "theta_r, nats")
@@ -281,6 +286,14 @@ int main(int argc, char** argv) {
   bool train_resume = false;
   train_blt->add_option("--config", train_config, "training YAML")->capture_default_str();
   train_blt->add_flag("--resume", train_resume, "continue from out_dir/byte_lm.ckpt");
+
+  // eval
+  auto* eval = app.add_subcommand(
+      "eval", "bits per byte of files under the byte LM, next to xz -9e, bzip2 -9 and zstd -19");
+  std::vector<std::string> eval_files;
+  std::string eval_model = "out/train-blt/byte_lm.ckpt";
+  eval->add_option("files", eval_files, "files to score")->required();
+  eval->add_option("--model", eval_model, "byte LM checkpoint")->capture_default_str();
 
   // schema
   auto* schema = app.add_subcommand("schema",
@@ -341,13 +354,25 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*patch) {
-      std::ifstream in(entropies_file);
-      if (!in) throw std::runtime_error("cannot read " + entropies_file);
-      auto j = nlohmann::json::parse(in);
-      if (j.is_object()) j = j.at("entropies");
-      const auto entropies = j.get<std::vector<double>>();
+      std::vector<double> entropies;
+      std::vector<std::int32_t> tokens;
+      if (!entropies_file.empty()) {
+        std::ifstream in(entropies_file);
+        if (!in) throw std::runtime_error("cannot read " + entropies_file);
+        auto j = nlohmann::json::parse(in);
+        if (j.is_object()) j = j.at("entropies");
+        entropies = j.get<std::vector<double>>();
+      } else if (!patch_file.empty()) {
+        std::ifstream in(patch_file, std::ios::binary);
+        if (!in) throw std::runtime_error("cannot read " + patch_file);
+        std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+        tokens = blt::document_tokens(bytes);
+        entropies = blt::next_token_entropies(*blt::load_byte_lm(model_file), tokens);
+      } else {
+        throw std::invalid_argument("blt patch needs --entropies FILE.json or a FILE to patch");
+      }
       patch_options.mode = blt::parse_patch_mode(patch_mode);
-      const auto starts = blt::patch_starts(entropies, {}, patch_options);
+      const auto starts = blt::patch_starts(entropies, tokens, patch_options);
       const auto patches = blt::patches_from_starts(starts);
       nlohmann::json out;
       std::vector<std::size_t> positions;
@@ -357,6 +382,25 @@ int main(int argc, char** argv) {
       out["positions"] = entropies.size();
       out["mean_patch_length"] =
           patches.empty() ? 0.0 : double(entropies.size()) / double(patches.size());
+      if (!tokens.empty()) {
+        // spans as text (bytes as Latin-1 escapes kept by JSON) and their mean entropy
+        nlohmann::json spans = nlohmann::json::array();
+        for (const auto& p : patches) {
+          std::string text;
+          double h = 0;
+          for (std::size_t k = p.start; k < p.start + p.length; ++k) {
+            if (tokens[k] < 256) text.push_back(static_cast<char>(tokens[k]));
+            h += entropies[k];
+          }
+          spans.push_back({{"start", p.start},
+                           {"length", p.length},
+                           {"mean_entropy_nats", h / double(p.length)},
+                           {"text", nlohmann::json::binary_t(
+                                        std::vector<std::uint8_t>(text.begin(), text.end()))}});
+        }
+        out["spans"] = spans;
+        out["entropies"] = entropies;
+      }
       std::cout << out.dump() << "\n";
       return 0;
     }
@@ -371,6 +415,27 @@ int main(int argc, char** argv) {
                                   {"checkpoint", r.checkpoint.string()}}
                        .dump(2)
                 << "\n";
+      return 0;
+    }
+    if (*eval) {
+      const auto model = blt::load_byte_lm(eval_model);
+      std::cout << "| file | bytes | byte LM | xz -9e | bzip2 -9 | zstd -19 |\n"
+                << "|---|---:|---:|---:|---:|---:|\n";
+      for (const auto& f : eval_files) {
+        std::ifstream in(f, std::ios::binary);
+        if (!in) {
+          spdlog::error("cannot read {}: skipped", f);
+          continue;
+        }
+        std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
+        std::cout << "| " << f << " | " << bytes.size() << " | " << std::fixed
+                  << std::setprecision(3) << blt::bits_per_byte(*model, {bytes});
+        for (auto c : {data::Compressor::kXz, data::Compressor::kBzip2, data::Compressor::kZstd}) {
+          const auto r = data::compress_stream(c, bytes);
+          std::cout << " | " << (r.bits_per_byte() ? *r.bits_per_byte() : 0.0);
+        }
+        std::cout << " |\n";
+      }
       return 0;
     }
     if (*prepare) {

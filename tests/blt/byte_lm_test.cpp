@@ -2,11 +2,18 @@
 // bits per byte.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/patcher.hpp"
+#include "neat/nn/checkpoint.hpp"
 #include "neat/nn/ops.hpp"
 
 namespace neat::blt {
@@ -75,6 +82,57 @@ TEST(ByteLM, PatchingASequenceAloneEqualsPatchingItInsideABatch) {
   o.threshold = 3.0;
   const auto h = next_token_entropies_batch(model, tokens);
   EXPECT_EQ(patch_starts(h, {}, o), patch_starts(next_token_entropies(model, tokens), {}, o));
+}
+
+}  // namespace
+}  // namespace neat::blt
+
+namespace neat::blt {
+namespace {
+
+std::string run_neat(const std::string& args) {
+  FILE* pipe = ::popen((std::string(NEAT_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_EQ(::pclose(pipe), 0) << args;
+  return out;
+}
+
+TEST(ByteLMCheckpoint, EvalAndPatchCommandsUseASavedModel) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("neat-blt-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto ckpt = (dir / "byte_lm.ckpt").string();
+  auto c = small_config(32);
+  nn::TransformerLM<float> model(c);
+  nn::save_checkpoint(ckpt, model,
+                      nlohmann::json{{"vocab_size", c.vocab_size},
+                                     {"dim", c.dim},
+                                     {"layers", c.layers},
+                                     {"heads", c.heads},
+                                     {"mlp_hidden", c.mlp_hidden},
+                                     {"context", c.max_seq_len},
+                                     {"window", c.window},
+                                     {"step", 0}}
+                          .dump());
+  auto loaded = load_byte_lm(ckpt);
+  const auto tokens = some_tokens(50);
+  EXPECT_EQ(next_token_entropies(*loaded, tokens), next_token_entropies(model, tokens));
+
+  const auto file = dir / "text.txt";
+  std::ofstream(file) << "Entropy patching cuts bytes where the next one is hard to predict.";
+  const auto size = std::filesystem::file_size(file);
+  auto patch = nlohmann::json::parse(run_neat("blt patch --model " + ckpt + " " + file.string()));
+  std::size_t total = 0;
+  for (const auto& s : patch["spans"]) total += s["length"].get<std::size_t>();
+  EXPECT_EQ(total, size + 2) << "BOS, the bytes and EOS are all in some patch";
+  EXPECT_EQ(patch["entropies"].size(), size + 2);
+
+  const auto table = run_neat("eval --model " + ckpt + " " + file.string());
+  EXPECT_NE(table.find("| byte LM | xz -9e | bzip2 -9 | zstd -19 |"), std::string::npos);
+  EXPECT_NE(table.find(file.string()), std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

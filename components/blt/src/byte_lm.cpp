@@ -101,6 +101,25 @@ ByteLMTrainOptions ByteLMTrainOptions::load(const std::filesystem::path& file) {
   return o;
 }
 
+std::unique_ptr<nn::TransformerLM<float>> load_byte_lm(const std::filesystem::path& checkpoint) {
+  const auto file = nn::read_checkpoint(checkpoint.string());
+  const auto cfg = nlohmann::json::parse(file.config, nullptr, false);
+  if (cfg.is_discarded() || !cfg.contains("dim")) {
+    throw std::runtime_error(checkpoint.string() + ": config block is not a byte LM config");
+  }
+  nn::TransformerConfig c;
+  c.vocab_size = cfg.at("vocab_size").get<std::int64_t>();
+  c.dim = cfg.at("dim").get<std::int64_t>();
+  c.layers = cfg.at("layers").get<std::int64_t>();
+  c.heads = cfg.at("heads").get<std::int64_t>();
+  c.mlp_hidden = cfg.at("mlp_hidden").get<std::int64_t>();
+  c.max_seq_len = cfg.at("context").get<std::int64_t>();
+  c.window = cfg.value("window", std::int64_t{0});
+  auto model = std::make_unique<nn::TransformerLM<float>>(c);
+  nn::load_checkpoint(checkpoint.string(), *model);
+  return model;
+}
+
 std::vector<std::int32_t> document_tokens(const std::vector<std::uint8_t>& bytes) {
   std::vector<std::int32_t> t;
   t.reserve(bytes.size() + 2);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,6 +80,11 @@ std::vector<double> next_token_entropies(const nn::TransformerLM<float>& model,
 /// next_token_entropies up to float rounding (tested).
 std::vector<double> next_token_entropies_batch(const nn::TransformerLM<float>& model,
                                                const std::vector<std::int32_t>& tokens);
+
+/// Loads a byte LM written by train_byte_lm: the architecture from the checkpoint's config
+/// block, then the weights (validated by nn::load_checkpoint). Throws nn::CheckpointError or
+/// std::runtime_error naming the file.
+std::unique_ptr<nn::TransformerLM<float>> load_byte_lm(const std::filesystem::path& checkpoint);
 
 /// BOS, the bytes, EOS.
 std::vector<std::int32_t> document_tokens(const std::vector<std::uint8_t>& bytes);
