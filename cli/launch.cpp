@@ -1,5 +1,6 @@
 // Launcher: broker + supervisor + embedded threads + child processes with forwarded logs.
 #include "launch.hpp"
+#include "builtin.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -216,7 +217,7 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
       for (auto& c : children) reap(c, grace);
     }
   } cleanup{stop_embedded, threads, children, spec.shutdown_timeout};
-  const auto& registry = components::builtin_registry();
+  const auto& registry = cli::builtin_registry();
   for (const auto& c : spec.components) {
     if (c.process == components::Process::separate) {
       children.push_back(spawn_component(o, c.name));
@@ -270,7 +271,7 @@ int run_component_process(const components::PipelineSpec& spec, const std::strin
   h.control_endpoint = spec.endpoints(run_id, false).control;
   h.heartbeat_interval = spec.heartbeat_interval;
   zmq::context_t context(1);
-  components::ComponentHost host(context, h, components::builtin_registry().get(c.kind).create());
+  components::ComponentHost host(context, h, cli::builtin_registry().get(c.kind).create());
   return host.run(stop);
 }
 

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "builtin.hpp"
 #include "launch.hpp"
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/patcher.hpp"
@@ -62,7 +63,7 @@ struct ShapeFlags {
 
 components::PipelineSpec load_spec(const std::string& file, const ShapeFlags& shape,
                                    const std::vector<std::string>& inputs = {}) {
-  auto spec = components::load_pipeline(file, components::builtin_registry());
+  auto spec = components::load_pipeline(file, cli::builtin_registry());
   auto o = shape.to_overrides();
   o.inputs = inputs;
   components::apply_overrides(spec, o);
@@ -102,7 +103,7 @@ void print_report_table(const std::filesystem::path& report_file) {
 std::string configuration_reference() {
   std::string out = "## Pipeline files (`configs/pipelines/*.yaml`)\n\n";
   out += components::pipeline_schema().describe();
-  const auto& registry = components::builtin_registry();
+  const auto& registry = cli::builtin_registry();
   for (const auto& name : registry.names()) {
     const auto& kind = registry.get(name);
     out += "\n## Component `" + name + "`: `components.<name>.config`\n\n" + kind.description +
@@ -457,7 +458,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*check) {
-      auto spec = components::load_pipeline(check_file, components::builtin_registry());
+      auto spec = components::load_pipeline(check_file, cli::builtin_registry());
       std::cout << check_file << ": ok (" << spec.components.size() << " components)\n";
       return 0;
     }

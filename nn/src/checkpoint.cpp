@@ -3,6 +3,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -32,6 +33,12 @@ uint32_t crc_of(const char* data, std::size_t size) {
     size -= piece;
   }
   return static_cast<uint32_t>(crc);
+}
+
+// Every msgpack element takes at least one byte, so no container in a buffer of n bytes can
+// hold more than n elements: a forged length is rejected before anything is allocated for it.
+msgpack::unpack_limit limits_for(std::size_t n) {
+  return msgpack::unpack_limit(n, std::min<std::size_t>(n, 16), n, n, 0, 8);
 }
 
 DType parse_dtype(const std::string& path, const std::string& name, const std::string& s) {
@@ -93,7 +100,8 @@ Checkpoint read_checkpoint(const std::string& path) {
   std::string tensor = "(header)";
   try {
     std::size_t offset = 0;
-    msgpack::object_handle outer = msgpack::unpack(bytes.data(), bytes.size(), offset);
+    msgpack::object_handle outer = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr,
+                                                   nullptr, limits_for(bytes.size()));
     if (offset != bytes.size()) fail(path, "trailing bytes after the checkpoint");
     const msgpack::object& o = outer.get();
     if (o.type != msgpack::type::ARRAY || o.via.array.size != 4 ||
@@ -110,8 +118,9 @@ Checkpoint read_checkpoint(const std::string& path) {
       fail(path, "content hash mismatch (crc32 " + std::to_string(crc) + ", stored " +
                      std::to_string(stored_crc) + "): the file is corrupted");
     std::size_t body_offset = 0;
-    msgpack::object_handle inner =
-        msgpack::unpack(body.via.bin.ptr, body.via.bin.size, body_offset);
+    msgpack::object_handle inner = msgpack::unpack(body.via.bin.ptr, body.via.bin.size, body_offset,
+                                                   nullptr, nullptr, limits_for(body.via.bin.size));
+    if (body_offset != body.via.bin.size) fail(path, "trailing bytes after the payload");
     const msgpack::object& p = inner.get();
     if (p.type != msgpack::type::MAP) fail(path, "payload is not a map");
     bool have_tensors = false;

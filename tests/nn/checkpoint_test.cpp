@@ -146,6 +146,9 @@ TEST_F(CheckpointTest, GarbageFileIsRejected) {
   write_bytes(path("g.ckpt"), "this is not a checkpoint at all, just some text\n");
   expect_rejected(path("g.ckpt"), {path("g.ckpt")});
   expect_rejected(path("absent.ckpt"), {path("absent.ckpt"), "cannot open"});
+  // An array header claiming 4 billion elements in a 5-byte file.
+  write_bytes(path("huge.ckpt"), std::string("\xdd\xff\xff\xff\xff", 5));
+  expect_rejected(path("huge.ckpt"), {path("huge.ckpt")});
 }
 
 }  // namespace

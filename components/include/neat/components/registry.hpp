@@ -1,5 +1,5 @@
 // Registry of component kinds by name: a factory and the schema of the kind's `config:` block.
-// Registration is one line in builtin.cpp (register_builtin_components).
+// The built-in kinds are registered, one line each, in cli/builtin.cpp (builtin_registry()).
 #pragma once
 
 #include <functional>
@@ -32,8 +32,5 @@ class Registry {
  private:
   std::map<std::string, ComponentKind> kinds_;
 };
-
-/// The registry with every built-in kind (source, byte_stats, sink, and the neural components).
-const Registry& builtin_registry();
 
 }  // namespace neat::components

@@ -1,11 +1,21 @@
-// The built-in component kinds; registering a kind is one line here.
+// The built-in component kinds; registering a kind is one line here. This lives in the cli
+// because it is the one place that sees every component library (components -> bus, nn, ...).
+#include "builtin.hpp"
+
 #include "neat/components/byte_stats.hpp"
 #include "neat/components/online_unigram.hpp"
-#include "neat/components/registry.hpp"
 #include "neat/components/sink.hpp"
 #include "neat/components/source.hpp"
+#include "neat/mvot/mvot_component.hpp"
 
-namespace neat::components {
+namespace neat::cli {
+
+using components::ByteStats;
+using components::ComponentKind;
+using components::OnlineUnigram;
+using components::Registry;
+using components::Sink;
+using components::Source;
 
 namespace {
 template <class T>
@@ -24,9 +34,10 @@ const Registry& builtin_registry() {
     r.add(kind<OnlineUnigram>("online_unigram",
                               "adaptive order-0 byte model learning at test time under the "
                               "coordinator's grants"));
+    r.add(components::mvot_kind());
     return r;
   }();
   return registry;
 }
 
-}  // namespace neat::components
+}  // namespace neat::cli

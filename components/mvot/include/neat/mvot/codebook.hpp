@@ -1,0 +1,160 @@
+// The visual codebook of MVoT (Li et al. 2025, arXiv 2501.07542, Sec. 3: images as discrete
+// visual tokens of a VQ tokenizer). Here the tokenizer is plain vector quantisation: a 28x28
+// grayscale image is cut into 49 non-overlapping 4x4 patches (16-dim vectors, pixels / 255 in
+// [0, 1]) and each patch is replaced by the index of its nearest codebook entry (squared
+// Euclidean distance). The codebook is trained with k-means (k-means++ seeding, Lloyd steps,
+// dead-code restarts). Invariant: a Codebook always holds K >= 1 finite 16-dim centres that were
+// trained on real data or loaded from a checksummed file; there is no random or mock codebook.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "neat/mvot/idx.hpp"
+
+namespace neat::mvot {
+
+inline constexpr int kImageSide = 28;                            ///< pixels per side of an image
+inline constexpr int kPatchSide = 4;                             ///< pixels per side of a patch
+inline constexpr int kPatchDims = 16;                            ///< values per patch vector
+inline constexpr int kGrid = kImageSide / kPatchSide;            ///< 7 patches per side
+inline constexpr int kCodesPerImage = kGrid * kGrid;             ///< 49 codes per image
+inline constexpr int kPixelsPerImage = kImageSide * kImageSide;  ///< 784
+
+/// Row-major float matrix; rows are vectors (patches or centres).
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Patch vectors of `count` 28x28 images stored back to back (count * 784 u8 pixels).
+/// Returns (count * 49, 16): row i*49 + py*7 + px is patch (py, px) of image i, values / 255.
+/// Throws std::invalid_argument if pixels.size() != count * 784.
+RowMatrix image_patches(std::span<const std::uint8_t> pixels, std::size_t count);
+
+/// Nearest centre of every row of `x` (N, D) among `centres` (K, D), by squared Euclidean
+/// distance computed as a GEMM, ||x||^2 - 2 x.c + ||c||^2, in blocks of `block` rows. Ties go
+/// to the lower index. Writes codes (N) and, if non-null, squared errors (N) of each row.
+/// Throws std::invalid_argument on a dimension mismatch or K == 0.
+void assign_nearest(const RowMatrix& x, const RowMatrix& centres, std::vector<std::int32_t>& codes,
+                    std::vector<float>* squared_errors = nullptr, Eigen::Index block = 256);
+
+struct KMeansOptions {
+  int k = 512;                      ///< number of centres
+  int iterations = 25;              ///< maximum Lloyd iterations
+  std::uint64_t seed = 1;           ///< seeds the subsample and k-means++ draws
+  std::size_t init_sample = 20000;  ///< rows drawn (without replacement) for k-means++ seeding
+  double tolerance = 1e-5;          ///< stop when relative inertia change is below this
+  /// Start from these (k, D) centres instead of k-means++ seeding when non-empty.
+  RowMatrix initial_centres;
+};
+
+struct KMeansResult {
+  RowMatrix centres;            ///< (K, D)
+  int iterations = 0;           ///< Lloyd iterations run
+  std::vector<double> inertia;  ///< mean squared error per row after each iteration
+  int restarted_codes = 0;      ///< dead codes restarted from high-error rows, summed
+};
+
+/// k-means (Lloyd 1982) with k-means++ seeding (Arthur & Vassilvitskii 2007) on a
+/// deterministic subsample. After each assignment, centres with no assigned row (dead codes)
+/// are moved to the rows with the largest squared error, distinct rows, largest first.
+/// Deterministic for a given seed. Throws std::invalid_argument if x has fewer rows than k.
+KMeansResult kmeans(const RowMatrix& x, const KMeansOptions& options);
+
+/// Where a codebook came from (stored in its file).
+struct Provenance {
+  std::uint64_t seed = 0;
+  int iterations = 0;
+  int k = 0;
+  std::uint64_t init_sample = 0;
+  std::uint64_t train_images = 0;
+  std::string train_file;              ///< path of the training IDX gzip file
+  std::uint64_t train_file_bytes = 0;  ///< its size in bytes (compressed)
+  std::uint32_t train_file_crc32 = 0;  ///< zlib crc32 of its compressed bytes
+  double wall_seconds = 0.0;           ///< training wall time, seconds
+  double train_mse = 0.0;              ///< final k-means inertia (mean squared error per value*16)
+  double test_psnr_mean_db = 0.0;      ///< mean over test images of per-image PSNR, dB
+  double test_psnr_of_mean_mse_db = 0.0;  ///< PSNR of the mean test MSE, dB
+  double test_perplexity = 0.0;           ///< exp(H) of the test code histogram, H in nats
+  int restarted_codes = 0;
+};
+
+/// A trained VQ codebook: K centres of 16 values in [0, 1].
+class Codebook {
+ public:
+  /// Takes trained centres (K, 16). Throws std::invalid_argument on a wrong width, K == 0 or a
+  /// non-finite value.
+  explicit Codebook(RowMatrix centres, Provenance provenance = {});
+
+  int size() const { return static_cast<int>(centres_.rows()); }
+  const RowMatrix& centres() const { return centres_; }
+  const Provenance& provenance() const { return provenance_; }
+  void set_provenance(Provenance p) { provenance_ = std::move(p); }
+
+  /// Codes (49, raster order of the 7x7 patch grid) of one 28x28 image (784 u8 pixels).
+  /// Throws std::invalid_argument on a wrong pixel count.
+  std::array<std::int32_t, kCodesPerImage> encode(std::span<const std::uint8_t> image) const;
+  /// Codes of `count` images back to back: (count * 49).
+  std::vector<std::int32_t> encode_batch(std::span<const std::uint8_t> pixels,
+                                         std::size_t count) const;
+  /// The 784 u8 pixels reconstructed from 49 codes (centre values * 255, rounded, clamped).
+  /// Throws std::out_of_range on a code outside [0, K).
+  std::vector<std::uint8_t> decode(std::span<const std::int32_t> codes) const;
+
+  /// Writes the msgpack file: outer array [body (bin), crc32(body)], body a map with format
+  /// "neat.mvot.codebook", version 1, k, dims, data (K*16 float32 little-endian) and provenance.
+  /// Throws std::runtime_error if the file cannot be written.
+  void save(const std::filesystem::path& file) const;
+  /// Reads and validates a file written by save(). Throws std::runtime_error naming the file if
+  /// it is missing (saying how to train one: `neat train mvot`), fails the checksum, or has a
+  /// wrong format, version, shape or non-finite value.
+  static Codebook load(const std::filesystem::path& file);
+
+ private:
+  RowMatrix centres_;
+  Provenance provenance_;
+};
+
+/// Mean squared error of two equally sized u8 images with values scaled to [0, 1].
+double image_mse(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+/// PSNR in dB with peak 1.0: 10 log10(1 / mse); mse below 1e-10 counts as 1e-10 (100 dB).
+double psnr_db(double mse);
+
+/// Reconstruction quality and code usage of a codebook on a set of images.
+struct EvalReport {
+  std::size_t images = 0;
+  double psnr_mean_db = 0.0;         ///< mean over images of per-image PSNR, dB
+  double psnr_of_mean_mse_db = 0.0;  ///< PSNR of the MSE averaged over all images, dB
+  double mean_mse = 0.0;             ///< on [0, 1] pixel scale
+  double code_entropy_nats = 0.0;    ///< H of the code histogram, nats
+  double perplexity = 0.0;           ///< exp(H)
+  int used_codes = 0;                ///< codes with at least one occurrence
+  double seconds = 0.0;              ///< wall time of encode + decode, seconds
+};
+
+/// Encodes and decodes every image and measures EvalReport. Throws std::invalid_argument if
+/// the images are not 28x28.
+EvalReport evaluate(const Codebook& codebook, const IdxImages& images);
+
+struct TrainOptions {
+  std::filesystem::path dataset_dir = std::string(kFashionMnistDir);
+  std::filesystem::path output;  ///< where to save; empty: do not save
+  KMeansOptions kmeans;
+  std::size_t max_train_images = 0;  ///< 0: all 60,000 training images
+};
+
+struct TrainReport {
+  Provenance provenance;
+  EvalReport test;
+  std::vector<double> inertia;  ///< per iteration
+};
+
+/// Trains the codebook on the train split, evaluates it on the 10,000 test images and, if
+/// options.output is set, saves it with its provenance. Throws std::runtime_error on data errors.
+TrainReport train_codebook(const TrainOptions& options);
+
+}  // namespace neat::mvot
