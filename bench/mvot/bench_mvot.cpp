@@ -2,7 +2,7 @@
 // Fashion-MNIST test images with the shipped codebook: neat (Eigen) vs NumPy (numpy_encode.py)
 // in the same run, both on one thread (Eigen is built without OpenMP; NumPy's BLAS is pinned
 // with OPENBLAS_NUM_THREADS=1 / OMP_NUM_THREADS=1). Checks that both give the same codes and
-// writes bench/RESULTS-mvot.md. Usage: bench_mvot [repeats=5]
+// prints a markdown section for bench/RESULTS.md. Usage: bench_mvot [repeats=5]
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -108,8 +109,9 @@ int main(int argc, char** argv) {
 
   utsname u{};
   uname(&u);
-  std::ofstream md(root / "bench/RESULTS-mvot.md");
-  md << "# bench_mvot results\n\n"
+  // The markdown section for bench/RESULTS.md, on stdout.
+  std::ostream& md = std::cout;
+  md << "\n### bench_mvot\n\n"
      << "VQ encoding of the 10,000 Fashion-MNIST test images (28x28 -> 49 codes: 4x4 patches / "
         "255, nearest of K codebook entries by -2 x.c + ||c||^2 as a matrix product, argmin; "
         "neat in blocks of 256 patches so a (256, K) distance block stays in L2, NumPy in blocks "
@@ -137,6 +139,5 @@ int main(int argc, char** argv) {
         "build-bench/bench/mvot/bench_mvot "
      << repeats << "`\n\nMachine: " << cpu_model() << ", " << std::thread::hardware_concurrency()
      << " hardware threads, " << u.sysname << ' ' << u.release << ".\n";
-  std::printf("wrote %s\n", (root / "bench/RESULTS-mvot.md").c_str());
   return 0;
 }
