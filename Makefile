@@ -39,7 +39,8 @@ test-reference:
 	$(MAKE) test
 
 bench: build
-	@for b in $(BUILD)/bench/bench_*; do echo "== $$b"; $$b; done
+	@for b in $$(find $(BUILD)/bench -maxdepth 2 -type f -name 'bench_*' -perm -u+x | sort); do \
+	  echo "== $$b"; $$b; done
 
 format:
 	@git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
