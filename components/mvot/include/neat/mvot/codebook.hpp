@@ -4,7 +4,7 @@
 // [0, 1]) and each patch is replaced by the index of its nearest codebook entry (squared
 // Euclidean distance). The codebook is trained with k-means (k-means++ seeding, Lloyd steps,
 // dead-code restarts). Invariant: a Codebook always holds K >= 1 finite 16-dim centres that were
-// trained on real data or loaded from a checksummed file; there is no random or mock codebook.
+// trained on real data or loaded from a checksummed file, never made up.
 #pragma once
 
 #include <array>
