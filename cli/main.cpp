@@ -24,6 +24,7 @@
 #include "neat/data/corpus.hpp"
 #include "neat/hardware/detect.hpp"
 #include "neat/hardware/profile.hpp"
+#include "neat/nn/checkpoint.hpp"
 #include "topic_tools.hpp"
 
 namespace {
@@ -288,12 +289,23 @@ int main(int argc, char** argv) {
   train_blt->add_option("--config", train_config, "training YAML")->capture_default_str();
   train_blt->add_flag("--resume", train_resume, "continue from out_dir/byte_lm.ckpt");
 
+  auto* export_cmd = blt->add_subcommand(
+      "export", "write a byte LM checkpoint with bf16 weights (half the size; widened on load)");
+  std::string export_in, export_out;
+  export_cmd->add_option("--model", export_in, "f32 checkpoint")->required();
+  export_cmd->add_option("--out", export_out, "bf16 checkpoint to write")->required();
+
   // eval
   auto* eval = app.add_subcommand(
       "eval", "bits per byte of files under the byte LM, next to xz -9e, bzip2 -9 and zstd -19");
   std::vector<std::string> eval_files;
   std::string eval_model = "out/train-blt/byte_lm.ckpt";
-  eval->add_option("files", eval_files, "files to score")->required();
+  std::string eval_corpus, eval_split = "test";
+  eval->add_option("files", eval_files, "files to score");
+  eval->add_option("--corpus", eval_corpus,
+                   "score every domain's split of a prepared corpus instead of files");
+  eval->add_option("--split", eval_split, "train, val or test (with --corpus)")
+      ->capture_default_str();
   eval->add_option("--model", eval_model, "byte LM checkpoint")->capture_default_str();
 
   // schema
@@ -352,6 +364,13 @@ int main(int argc, char** argv) {
           hw_profile.empty() ? std::nullopt : std::optional<std::string>(hw_profile), &warnings);
       for (const auto& w : warnings) std::cout << "warning: " << w << "\n";
       std::cout << hardware::to_string(profile) << "\n";
+      return 0;
+    }
+    if (*export_cmd) {
+      const auto model = blt::load_byte_lm(export_in);
+      const auto config = nn::read_checkpoint(export_in).config;
+      nn::save_checkpoint(export_out, *model, config, nn::DType::bf16);
+      std::cout << export_out << ": " << std::filesystem::file_size(export_out) << " bytes\n";
       return 0;
     }
     if (*patch) {
@@ -418,7 +437,36 @@ int main(int argc, char** argv) {
                 << "\n";
       return 0;
     }
+    if (*eval && !eval_corpus.empty()) {
+      const auto model = blt::load_byte_lm(eval_model);
+      const auto manifest = data::load_manifest(eval_corpus);
+      const auto split = data::parse_split(eval_split);
+      std::cout << "| domain | " << eval_split
+                << " bytes | byte LM | xz -9e | bzip2 -9 | zstd -19 | zpaq -m5 |\n"
+                << "|---|---:|---:|---:|---:|---:|---:|\n";
+      for (const auto& domain : manifest.domains) {
+        std::vector<std::vector<std::uint8_t>> docs;
+        std::vector<std::uint8_t> stream;
+        for (auto& d : data::load_split(manifest, domain.name, split)) {
+          stream.insert(stream.end(), d.bytes.begin(), d.bytes.end());
+          docs.push_back(std::move(d.bytes));
+        }
+        std::cout << "| " << domain.name << " | " << stream.size() << " | " << std::fixed
+                  << std::setprecision(3) << blt::bits_per_byte(*model, docs);
+        for (auto c : data::kCompressors) {
+          const auto r = data::compress_stream(c, stream);
+          if (r.bits_per_byte()) {
+            std::cout << " | " << *r.bits_per_byte();
+          } else {
+            std::cout << " | n/a";
+          }
+        }
+        std::cout << " |\n" << std::flush;
+      }
+      return 0;
+    }
     if (*eval) {
+      if (eval_files.empty()) throw std::invalid_argument("eval needs FILE... or --corpus DIR");
       const auto model = blt::load_byte_lm(eval_model);
       std::cout << "| file | bytes | byte LM | xz -9e | bzip2 -9 | zstd -19 |\n"
                 << "|---|---:|---:|---:|---:|---:|\n";
