@@ -2,27 +2,28 @@
 #include "neat/coordinator/schedule.hpp"
 
 #include <algorithm>
-#include <cmath>
-#include <numbers>
+#include <stdexcept>
+#include <string>
+
+#include "neat/nn/optim.hpp"
 
 namespace neat::coordinator {
 
 double LearningRateSchedule::at(std::uint64_t step) const {
-  const double s = static_cast<double>(std::max<std::uint64_t>(step, 1));
-  const double w = static_cast<double>(warmup_steps);
+  // The formulas live in nn's schedule objects (0-based steps); this is their run-time driver.
+  const auto s = static_cast<std::int64_t>(std::max<std::uint64_t>(step, 1) - 1);
+  auto value = [s](nn::LrSchedule&& schedule) {
+    schedule.set_step(s);
+    return schedule.lr();
+  };
   switch (kind) {
     case Kind::constant:
     case Kind::adaptive:
-      return lr;
-    case Kind::warmup_cosine: {
-      if (warmup_steps > 0 && s < w) return lr * s / w;
-      const double span = std::max(1.0, static_cast<double>(total_steps) - w);
-      const double progress = std::min(1.0, (s - w) / span);
-      return min_lr + (lr - min_lr) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
-    }
+      return value(nn::ConstantLr(lr));
+    case Kind::warmup_cosine:
+      return value(nn::WarmupCosineLr(lr, warmup_steps, total_steps, min_lr));
     case Kind::inverse_sqrt:
-      if (warmup_steps > 0) return lr * std::min(s / w, std::sqrt(w / s));
-      return lr / std::sqrt(s);
+      return value(nn::InverseSqrtLr(lr, std::max(warmup_steps, 1)));
   }
   return lr;
 }
@@ -56,6 +57,11 @@ LearningRateSchedule LearningRateSchedule::from_yaml(const YAML::Node& n) {
   if (n["warmup_steps"]) s.warmup_steps = n["warmup_steps"].as<int>();
   if (n["total_steps"]) s.total_steps = n["total_steps"].as<int>();
   if (n["min_lr"]) s.min_lr = n["min_lr"].as<double>();
+  if (s.kind == Kind::warmup_cosine && s.warmup_steps > s.total_steps) {
+    throw std::invalid_argument("learning.schedule: warmup_steps (" +
+                                std::to_string(s.warmup_steps) + ") exceeds total_steps (" +
+                                std::to_string(s.total_steps) + ")");
+  }
   return s;
 }
 

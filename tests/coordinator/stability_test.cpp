@@ -7,6 +7,7 @@
 #include <functional>
 #include <random>
 
+#include "neat/coordinator/schedule.hpp"
 #include "neat/coordinator/stability.hpp"
 
 namespace neat::coordinator {
@@ -217,6 +218,37 @@ TEST(StabilityThresholds, YamlOverridesAndSchemaRejectsOutOfRange) {
   EXPECT_DOUBLE_EQ(t.loss_spike_z, 3.0);
   EXPECT_THROW(config::load_string("reduce_factor: 2\n", StabilityThresholds::schema(), "s.yaml"),
                config::ConfigError);
+}
+
+}  // namespace
+}  // namespace neat::coordinator
+
+namespace neat::coordinator {
+namespace {
+
+TEST(LearningRateSchedule, DrivesNnSchedulesWithOneBasedSteps) {
+  LearningRateSchedule c;
+  c.lr = 0.5;
+  EXPECT_DOUBLE_EQ(c.at(1), 0.5);
+  EXPECT_DOUBLE_EQ(c.at(1000), 0.5);
+  LearningRateSchedule w;
+  w.kind = LearningRateSchedule::Kind::warmup_cosine;
+  w.lr = 1.0;
+  w.warmup_steps = 10;
+  w.total_steps = 110;
+  w.min_lr = 0.1;
+  EXPECT_DOUBLE_EQ(w.at(1), 0.1);                 // 1/10 of the peak after the first step
+  EXPECT_DOUBLE_EQ(w.at(10), 1.0);                // peak at the end of the warm-up
+  EXPECT_NEAR(w.at(61), 0.1 + 0.9 * 0.5, 1e-12);  // half-way down the cosine
+  EXPECT_DOUBLE_EQ(w.at(500), 0.1);
+  LearningRateSchedule i;
+  i.kind = LearningRateSchedule::Kind::inverse_sqrt;
+  i.lr = 1.0;
+  i.warmup_steps = 4;
+  EXPECT_DOUBLE_EQ(i.at(2), 0.5);
+  EXPECT_DOUBLE_EQ(i.at(16), 0.5);  // sqrt(4 / 16)
+  const auto bad = YAML::Load("kind: warmup_cosine\nwarmup_steps: 50\ntotal_steps: 10\n");
+  EXPECT_THROW(LearningRateSchedule::from_yaml(bad), std::invalid_argument);
 }
 
 }  // namespace
