@@ -36,6 +36,11 @@ std::filesystem::path config_dir() {
   return std::filesystem::path(NEAT_SOURCE_DIR) / "configs";
 }
 
+// The shipped byte LM (models/blt, see its PROVENANCE.md).
+std::string default_byte_lm() {
+  return (std::filesystem::path(NEAT_SOURCE_DIR) / "models/blt/byte_lm.bf16.ckpt").string();
+}
+
 std::filesystem::path self_exe() { return std::filesystem::read_symlink("/proc/self/exe"); }
 
 struct ShapeFlags {
@@ -265,8 +270,7 @@ int main(int argc, char** argv) {
       "patch",
       "patch a FILE with the byte LM's entropies, or precomputed entropies (--entropies); print "
       "the patch starts (and for a file its spans and entropies) as JSON");
-  std::string entropies_file, patch_mode = "global", patch_file,
-                              model_file = "out/train-blt/byte_lm.ckpt";
+  std::string entropies_file, patch_mode = "global", patch_file, model_file = default_byte_lm();
   blt::PatcherOptions patch_options;
   patch->add_option("--entropies", entropies_file,
                     "JSON array of entropies in nats (or an object with an \"entropies\" array)");
@@ -299,7 +303,7 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand(
       "eval", "bits per byte of files under the byte LM, next to xz -9e, bzip2 -9 and zstd -19");
   std::vector<std::string> eval_files;
-  std::string eval_model = "out/train-blt/byte_lm.ckpt";
+  std::string eval_model = default_byte_lm();
   std::string eval_corpus, eval_split = "test";
   eval->add_option("files", eval_files, "files to score");
   eval->add_option("--corpus", eval_corpus,
