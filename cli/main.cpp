@@ -24,6 +24,7 @@
 #include "neat/data/corpus.hpp"
 #include "neat/hardware/detect.hpp"
 #include "neat/hardware/profile.hpp"
+#include "neat/mvot/codebook.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "topic_tools.hpp"
 
@@ -312,6 +313,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval->add_option("--model", eval_model, "byte LM checkpoint")->capture_default_str();
 
+  auto* train_mvot = train->add_subcommand(
+      "mvot", "train the MVoT visual codebook (k-means on 4x4 patches of Fashion-MNIST)");
+  mvot::TrainOptions mvot_options;
+  mvot_options.kmeans.iterations = 40;
+  std::string mvot_out = "models/mvot/codebook.msgpack";
+  train_mvot->add_option("--k", mvot_options.kmeans.k, "codebook size")->capture_default_str();
+  train_mvot->add_option("--iterations", mvot_options.kmeans.iterations, "Lloyd iterations")
+      ->capture_default_str();
+  train_mvot->add_option("--seed", mvot_options.kmeans.seed, "random seed")->capture_default_str();
+  train_mvot
+      ->add_option("--init-sample", mvot_options.kmeans.init_sample,
+                   "patches drawn for k-means++ seeding")
+      ->capture_default_str();
+  train_mvot->add_option("--data", mvot_options.dataset_dir, "Fashion-MNIST directory")
+      ->capture_default_str();
+  train_mvot->add_option("--out", mvot_out, "codebook file to write")->capture_default_str();
+
   // schema
   auto* schema = app.add_subcommand("schema",
                                     "print every YAML key of pipelines and component "
@@ -426,6 +444,25 @@ int main(int argc, char** argv) {
         out["entropies"] = entropies;
       }
       std::cout << out.dump() << "\n";
+      return 0;
+    }
+    if (*train_mvot) {
+      mvot_options.output = mvot_out;
+      const auto r = mvot::train_codebook(mvot_options);
+      std::cout << nlohmann::json{{"k", r.provenance.k},
+                                  {"iterations", r.provenance.iterations},
+                                  {"restarted_codes", r.provenance.restarted_codes},
+                                  {"train_images", r.provenance.train_images},
+                                  {"wall_seconds", r.provenance.wall_seconds},
+                                  {"test_images", r.test.images},
+                                  {"psnr_mean_db", r.test.psnr_mean_db},
+                                  {"psnr_of_mean_mse_db", r.test.psnr_of_mean_mse_db},
+                                  {"perplexity", r.test.perplexity},
+                                  {"used_codes", r.test.used_codes},
+                                  {"inertia", r.inertia},
+                                  {"codebook", mvot_out}}
+                       .dump(2)
+                << "\n";
       return 0;
     }
     if (*train_blt) {

@@ -319,9 +319,8 @@ Codebook Codebook::load(const std::filesystem::path& file) {
   const std::string name = file.string();
   if (!std::filesystem::exists(file)) {
     throw std::runtime_error(name +
-                             ": codebook file not found; train one with `neat train mvot` "
-                             "(or the neat_train_mvot tool), which writes "
-                             "models/mvot/codebook.msgpack");
+                             ": codebook file not found; train one with `neat train mvot`, which "
+                             "writes models/mvot/codebook.msgpack");
   }
   std::ifstream f(file, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
