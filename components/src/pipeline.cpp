@@ -102,11 +102,9 @@ PipelineSpec load_pipeline(const std::filesystem::path& file, const Registry& re
       if (!kind || !kind.IsScalar()) continue;
       const std::string path = "components." + name;
       if (!registry.contains(kind.as<std::string>())) {
-        std::string known;
-        for (const auto& k : registry.names()) known += (known.empty() ? "" : ", ") + k;
-        issues.push_back(issue_at(
-            file, kind, path + ".kind",
-            "unknown component kind '" + kind.as<std::string>() + "' (known: " + known + ")"));
+        issues.push_back(issue_at(file, kind, path + ".kind",
+                                  "unknown component kind '" + kind.as<std::string>() +
+                                      "' (known: " + config::join(registry.names(), ", ") + ")"));
         continue;
       }
       const auto block = c.second["config"] ? c.second["config"] : YAML::Node(YAML::NodeType::Map);

@@ -15,9 +15,8 @@ void Registry::add(ComponentKind kind) {
 const ComponentKind& Registry::get(const std::string& name) const {
   auto it = kinds_.find(name);
   if (it == kinds_.end()) {
-    std::string known;
-    for (const auto& [k, _] : kinds_) known += (known.empty() ? "" : ", ") + k;
-    throw std::out_of_range("unknown component kind '" + name + "' (known: " + known + ")");
+    throw std::out_of_range("unknown component kind '" + name +
+                            "' (known: " + config::join(names(), ", ") + ")");
   }
   return it->second;
 }

@@ -270,7 +270,7 @@ void Supervisor::on_snapshot(const std::string& name, Snapshot snapshot) {
 
 void Supervisor::progress_recovery(ComponentStatus& r) {
   switch (r.recovery) {
-    case 1:  // waiting for the new process to register
+    case ComponentStatus::Recovery::registering:  // waiting for the new process to register
       if (!r.registered) return;
       {
         YAML::Emitter out;
@@ -278,9 +278,9 @@ void Supervisor::progress_recovery(ComponentStatus& r) {
         server_.send(r.name,
                      {"configure", r.name, out.c_str(), "", {}, {{"out_dir", out_dir_.string()}}});
       }
-      r.recovery = 2;
+      r.recovery = ComponentStatus::Recovery::configuring;
       return;
-    case 2:  // configuring; then restore the last snapshot, if there is one
+    case ComponentStatus::Recovery::configuring:  // then restore the last snapshot, if there is one
       if (!r.configured) return;
       if (auto it = snapshots_.find(r.name); it != snapshots_.end() && !it->second.empty()) {
         r.restored = false;
@@ -290,9 +290,10 @@ void Supervisor::progress_recovery(ComponentStatus& r) {
         r.restored = true;
         r.restored_last_seq = nlohmann::json::object();
       }
-      r.recovery = 3;
+      r.recovery = ComponentStatus::Recovery::restoring;
       return;
-    case 3: {  // restored: re-join through the subscription handshake, both directions
+    case ComponentStatus::Recovery::restoring: {  // then re-join through the subscription
+                                                  // handshake, both ways
       if (!r.restored) return;
       std::map<std::string, std::vector<std::string>> sync;  // publisher -> topics
       for (const auto& [pub, ps] : status_) {
@@ -309,10 +310,10 @@ void Supervisor::progress_recovery(ComponentStatus& r) {
         topics.erase(std::unique(topics.begin(), topics.end()), topics.end());
         server_.send(pub, {"sync", pub, "", "", topics, {}});
       }
-      r.recovery = 4;
+      r.recovery = ComponentStatus::Recovery::rejoining;
       return;
     }
-    case 4: {
+    case ComponentStatus::Recovery::rejoining: {
       for (const auto& [sub, topic, pub] : pending_acks_) {
         if (sub == r.name || pub == r.name) return;
       }
@@ -336,10 +337,10 @@ void Supervisor::progress_recovery(ComponentStatus& r) {
       }
       spdlog::info("coordinator: {} recovered (restart {}), upstream replaying", r.name,
                    r.restarts);
-      r.recovery = 0;
+      r.recovery = ComponentStatus::Recovery::none;
       return;
     }
-    default:
+    case ComponentStatus::Recovery::none:
       return;
   }
 }
@@ -347,11 +348,11 @@ void Supervisor::progress_recovery(ComponentStatus& r) {
 void Supervisor::maintain() {
   check_heartbeats();
   for (auto& [name, s] : status_) {
-    if (s.recovery != 0) progress_recovery(s);
+    if (s.recovery != ComponentStatus::Recovery::none) progress_recovery(s);
   }
   if (running_ && spec_.checkpoint_interval.count() > 0 && Clock::now() >= next_checkpoint_) {
     for (const auto& [name, s] : status_) {
-      if (s.active && s.recovery == 0 && !s.missing) {
+      if (s.active && s.recovery == ComponentStatus::Recovery::none && !s.missing) {
         server_.send(name, {"checkpoint", name, "", "", {}, {}});
       }
     }
@@ -372,7 +373,7 @@ void Supervisor::check_heartbeats() {
         ++s.restarts;
         outcome_.restarted.push_back(name);
         s.registered = s.configured = s.active = s.restored = false;
-        s.recovery = 1;
+        s.recovery = ComponentStatus::Recovery::registering;
         s.last_heartbeat = now;
         spdlog::warn("coordinator: restarting '{}' (restart {} of at most {})", name, s.restarts,
                      spec_.max_restarts);

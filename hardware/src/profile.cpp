@@ -12,6 +12,7 @@ namespace {
 namespace fs = std::filesystem;
 using neat::config::ConfigError;
 using neat::config::Issue;
+using neat::config::join;
 using neat::config::Schema;
 
 const std::vector<std::string> kPrecisions{"float32", "bf16"};
@@ -80,15 +81,6 @@ std::vector<std::string> known_names(const std::vector<Profile>& profiles) {
   std::vector<std::string> names;
   for (const Profile& p : profiles) names.push_back(p.name);
   return names;
-}
-
-std::string join(const std::vector<std::string>& items, std::string_view sep) {
-  std::string out;
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (i) out += sep;
-    out += items[i];
-  }
-  return out;
 }
 
 // Sort key for "most demanding" (larger is more demanding).

@@ -106,16 +106,7 @@ TEST(ByteLMCheckpoint, EvalAndPatchCommandsUseASavedModel) {
   const auto ckpt = (dir / "byte_lm.ckpt").string();
   auto c = small_config(32);
   nn::TransformerLM<float> model(c);
-  nn::save_checkpoint(ckpt, model,
-                      nlohmann::json{{"vocab_size", c.vocab_size},
-                                     {"dim", c.dim},
-                                     {"layers", c.layers},
-                                     {"heads", c.heads},
-                                     {"mlp_hidden", c.mlp_hidden},
-                                     {"context", c.max_seq_len},
-                                     {"window", c.window},
-                                     {"step", 0}}
-                          .dump());
+  nn::save_checkpoint(ckpt, model, model_config_json(c).dump());
   auto loaded = load_byte_lm(ckpt);
   const auto tokens = some_tokens(50);
   EXPECT_EQ(next_token_entropies(*loaded, tokens), next_token_entropies(model, tokens));

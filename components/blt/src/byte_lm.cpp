@@ -101,20 +101,43 @@ ByteLMTrainOptions ByteLMTrainOptions::load(const std::filesystem::path& file) {
   return o;
 }
 
+nlohmann::json model_config_json(const nn::TransformerConfig& c) {
+  return {{"vocab_size", c.vocab_size}, {"dim", c.dim},
+          {"layers", c.layers},         {"heads", c.heads},
+          {"mlp_hidden", c.mlp_hidden}, {"context", c.max_seq_len},
+          {"window", c.window}};
+}
+
+nn::TransformerConfig model_config_from_json(const nlohmann::json& j) {
+  auto get = [&](const char* key) {
+    if (!j.contains(key) || !j[key].is_number_integer()) {
+      throw std::runtime_error(std::string("byte LM config lacks integer '") + key + "'");
+    }
+    return j[key].get<std::int64_t>();
+  };
+  nn::TransformerConfig c;
+  c.vocab_size = get("vocab_size");
+  c.dim = get("dim");
+  c.layers = get("layers");
+  c.heads = get("heads");
+  c.mlp_hidden = get("mlp_hidden");
+  c.max_seq_len = get("context");
+  c.window = j.contains("window") ? get("window") : 0;
+  return c;
+}
+
 std::unique_ptr<nn::TransformerLM<float>> load_byte_lm(const std::filesystem::path& checkpoint) {
   const auto file = nn::read_checkpoint(checkpoint.string());
   const auto cfg = nlohmann::json::parse(file.config, nullptr, false);
-  if (cfg.is_discarded() || !cfg.contains("dim")) {
-    throw std::runtime_error(checkpoint.string() + ": config block is not a byte LM config");
+  if (cfg.is_discarded()) {
+    throw std::runtime_error(checkpoint.string() + ": config block is not JSON");
   }
   nn::TransformerConfig c;
-  c.vocab_size = cfg.at("vocab_size").get<std::int64_t>();
-  c.dim = cfg.at("dim").get<std::int64_t>();
-  c.layers = cfg.at("layers").get<std::int64_t>();
-  c.heads = cfg.at("heads").get<std::int64_t>();
-  c.mlp_hidden = cfg.at("mlp_hidden").get<std::int64_t>();
-  c.max_seq_len = cfg.at("context").get<std::int64_t>();
-  c.window = cfg.value("window", std::int64_t{0});
+  try {
+    c = model_config_from_json(cfg);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(checkpoint.string() + ": " + e.what());
+  }
   auto model = std::make_unique<nn::TransformerLM<float>>(c);
   nn::load_checkpoint(checkpoint.string(), *model);
   return model;
@@ -267,17 +290,11 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
   if (!resume || start_step == 0)
     log << "step,loss_nats,bits_per_token,val_bits_per_byte,tokens_per_second,lr\n";
   auto config_json = [&](std::int64_t step, double val_bpb) {
-    return nlohmann::json{{"step", step},
-                          {"vocab_size", o.model.vocab_size},
-                          {"dim", o.model.dim},
-                          {"layers", o.model.layers},
-                          {"heads", o.model.heads},
-                          {"mlp_hidden", o.model.mlp_hidden},
-                          {"context", o.model.max_seq_len},
-                          {"window", o.model.window},
-                          {"manifest_sha256", manifest.manifest_sha256},
-                          {"val_bits_per_byte", val_bpb}}
-        .dump();
+    auto j = model_config_json(o.model);
+    j["step"] = step;
+    j["manifest_sha256"] = manifest.manifest_sha256;
+    j["val_bits_per_byte"] = val_bpb;
+    return j.dump();
   };
 
   TrainReport report;

@@ -27,7 +27,7 @@ class OnlineUnigram : public Component {
   std::string snapshot() const override;
   void restore(std::string_view bytes) override;
 
-  /// FNV-free parameter fingerprint: the exact bytes of theta, hex (for isolation tests).
+  /// Fingerprint of the exact bits of theta, 16 hex digits (for the isolation tests).
   std::string parameter_digest() const;
 
  private:

@@ -176,6 +176,9 @@ YAML::Node load_string(std::string_view text, const Schema& schema, const std::s
 // typo (distance at most max(1, len/3), capped at 3).
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
+// The items separated by `sep` ("a, b, c"); for lists of names in error messages.
+std::string join(const std::vector<std::string>& items, std::string_view sep);
+
 // node[key].as<T>() when the key is present and not null, else `fallback`. Throws
 // YAML::BadConversion when present with a value that does not convert (validate first).
 template <class T>

@@ -46,9 +46,9 @@ struct ComponentStatus {
   nlohmann::json stats = nlohmann::json::object();    ///< last stats report
   nlohmann::json summary = nlohmann::json::object();  ///< sent with done
   int restarts = 0;
-  /// Crash recovery in progress: 0 none, 1 waiting for registration, 2 configuring,
-  /// 3 restoring, 4 confirming subscriptions.
-  int recovery = 0;
+  /// Where a crash recovery stands (none when the component is not being recovered).
+  enum class Recovery { none, registering, configuring, restoring, rejoining };
+  Recovery recovery = Recovery::none;
   bool restored = false;
   nlohmann::json restored_last_seq = nlohmann::json::object();  ///< sender -> topic -> seq
 };

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "neat/config/schema.hpp"
 #include "neat/nn/modules.hpp"
 
@@ -80,6 +82,12 @@ std::vector<double> next_token_entropies(const nn::TransformerLM<float>& model,
 /// next_token_entropies up to float rounding (tested).
 std::vector<double> next_token_entropies_batch(const nn::TransformerLM<float>& model,
                                                const std::vector<std::int32_t>& tokens);
+
+/// The architecture as stored in a byte LM checkpoint's config block (vocab_size, dim, layers,
+/// heads, mlp_hidden, context, window), and back. model_config_from_json throws
+/// std::runtime_error naming the missing key.
+nlohmann::json model_config_json(const nn::TransformerConfig& config);
+nn::TransformerConfig model_config_from_json(const nlohmann::json& json);
 
 /// Loads a byte LM written by train_byte_lm: the architecture from the checkpoint's config
 /// block, then the weights (validated by nn::load_checkpoint). Throws nn::CheckpointError or
