@@ -14,6 +14,7 @@
 #include <iterator>
 
 #include "builtin.hpp"
+#include "commands.hpp"
 #include "launch.hpp"
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/patcher.hpp"
@@ -32,10 +33,7 @@ namespace {
 
 using namespace neat;
 
-std::filesystem::path config_dir() {
-  if (const char* env = std::getenv("NEAT_CONFIG_DIR")) return env;
-  return std::filesystem::path(NEAT_SOURCE_DIR) / "configs";
-}
+using cli::config_dir;
 
 // The shipped byte LM (models/blt, see its PROVENANCE.md).
 std::string default_byte_lm() {
@@ -335,11 +333,19 @@ int main(int argc, char** argv) {
                                     "print every YAML key of pipelines and component "
                                     "configs as markdown (docs/configuration.md)");
 
+  // sub-command modules of the component libraries (cli/commands.hpp)
+  std::vector<cli::CommandRunner> modules;
+  const cli::CommandParents parents{app, *train};
+  (void)parents;
+
   CLI11_PARSE(app, argc, argv);
   if (verbose == 1) spdlog::set_level(spdlog::level::debug);
   if (verbose >= 2) spdlog::set_level(spdlog::level::trace);
 
   try {
+    for (const auto& module : modules) {
+      if (auto status = module()) return *status;
+    }
     if (*run)
       return do_launch(run_pipeline, run_shape, run_inputs, run_out, run_id, run_profile, true);
     if (*launch) {

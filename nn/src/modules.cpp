@@ -279,6 +279,12 @@ TransformerLM<T>::TransformerLM(const TransformerConfig& c)
 template <typename T>
 Tensor<T> TransformerLM<T>::forward(const std::vector<int32_t>& tokens, int64_t batch,
                                     int64_t seq_len) const {
+  return lm_head.forward(hidden(tokens, batch, seq_len));
+}
+
+template <typename T>
+Tensor<T> TransformerLM<T>::hidden(const std::vector<int32_t>& tokens, int64_t batch,
+                                   int64_t seq_len, const BlockHook& hook) const {
   if (seq_len > config_.max_seq_len || static_cast<int64_t>(tokens.size()) != batch * seq_len)
     throw std::invalid_argument(
         "neat::nn::TransformerLM::forward: " + std::to_string(tokens.size()) +
@@ -288,8 +294,11 @@ Tensor<T> TransformerLM<T>::forward(const std::vector<int32_t>& tokens, int64_t 
   for (int64_t t = 0; t < seq_len; ++t) positions[t] = static_cast<int32_t>(t);
   Tensor<T> x =
       add(tok_emb.forward(tokens, {batch, seq_len}), pos_emb.forward(positions, {seq_len}));
-  for (const auto& block : blocks) x = block->forward(x);
-  return lm_head.forward(norm_f.forward(x));
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i]->forward(x);
+    if (hook) x = hook(static_cast<int64_t>(i), x);
+  }
+  return norm_f.forward(x);
 }
 
 template <typename T>
@@ -310,6 +319,13 @@ std::vector<KVCache<T>> TransformerLM<T>::make_cache(int64_t batch) const {
 template <typename T>
 Tensor<T> TransformerLM<T>::forward_cached(const std::vector<int32_t>& tokens, int64_t batch,
                                            std::vector<KVCache<T>>& cache) const {
+  return lm_head.forward(hidden_cached(tokens, batch, cache));
+}
+
+template <typename T>
+Tensor<T> TransformerLM<T>::hidden_cached(const std::vector<int32_t>& tokens, int64_t batch,
+                                          std::vector<KVCache<T>>& cache,
+                                          const BlockHook& hook) const {
   NoGradGuard no_grad;
   if (cache.size() != blocks.size() || batch <= 0 || tokens.size() % batch != 0)
     throw std::invalid_argument("neat::nn::TransformerLM::forward_cached: cache or batch mismatch");
@@ -321,8 +337,11 @@ Tensor<T> TransformerLM<T>::forward_cached(const std::vector<int32_t>& tokens, i
   std::vector<int32_t> positions(Tn);
   for (int64_t t = 0; t < Tn; ++t) positions[t] = static_cast<int32_t>(start + t);
   Tensor<T> x = add(tok_emb.forward(tokens, {batch, Tn}), pos_emb.forward(positions, {Tn}));
-  for (std::size_t i = 0; i < blocks.size(); ++i) x = blocks[i]->forward_cached(x, cache[i]);
-  return lm_head.forward(norm_f.forward(x));
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i]->forward_cached(x, cache[i]);
+    if (hook) x = hook(static_cast<int64_t>(i), x);
+  }
+  return norm_f.forward(x);
 }
 
 #define NEAT_NN_INSTANTIATE(T)                                      \

@@ -86,6 +86,42 @@ TEST(Module, TransformerGradientMatchesFiniteDifferenceInDouble) {
   }
 }
 
+TEST(Module, BlockHookAddsToTheResidualStreamAndStaysDifferentiable) {
+  TransformerLM<double> lm(tiny_config());
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6};
+  const std::vector<int32_t> targets = {2, 3, 4, 5, 6, 7};
+  // An identity hook leaves the model unchanged: lm_head(hidden) == forward.
+  const auto plain = lm.forward(tokens, 1, 6).to_vector();
+  const auto hooked =
+      lm.lm_head.forward(lm.hidden(tokens, 1, 6, [](int64_t, const Tensord& x) { return x; }))
+          .to_vector();
+  ASSERT_EQ(plain.size(), hooked.size());
+  for (std::size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(plain[i], hooked[i]);
+  // A vector g added after block 0 (as a memory readout would be): d loss / d g by finite
+  // differences.
+  Tensord g = Tensord::zeros({8}, true);
+  std::mt19937_64 rng(3);
+  init_normal(g, rng, 0.5);
+  const auto hook = [&](int64_t layer, const Tensord& x) { return layer == 0 ? add(x, g) : x; };
+  const auto loss = [&] {
+    return cross_entropy(lm.lm_head.forward(lm.hidden(tokens, 1, 6, hook)), targets);
+  };
+  loss().backward();
+  const auto analytic = g.grad().to_vector();
+  for (int64_t i = 0; i < 8; ++i) {
+    NoGradGuard no_grad;
+    const double saved = g.data()[i];
+    g.data()[i] = saved + 1e-6;
+    const double plus = loss().item();
+    g.data()[i] = saved - 1e-6;
+    const double minus = loss().item();
+    g.data()[i] = saved;
+    EXPECT_NEAR((plus - minus) / 2e-6, analytic[i], 1e-7 + 1e-6 * std::abs(analytic[i]));
+  }
+  EXPECT_NE(lm.forward(tokens, 1, 6).to_vector()[0],
+            lm.lm_head.forward(lm.hidden(tokens, 1, 6, hook)).to_vector()[0]);
+}
+
 TEST(Module, KvCacheDecodingMatchesFullForward) {
   TransformerConfig c = tiny_config();
   for (int64_t window : {0, 2}) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -181,6 +182,18 @@ class TransformerLM : public Module<T> {
   // logits (B, T_new, vocab).
   Tensor<T> forward_cached(const std::vector<int32_t>& tokens, int64_t batch,
                            std::vector<KVCache<T>>& cache) const;
+
+  // Called after block `layer` (0-based) with its output x (B, T, C); returns what the next
+  // block (or norm_f) receives. Lets a caller add to the residual stream at a chosen layer
+  // (e.g. a memory readout through a gate, Titans MAG) while the graph stays differentiable.
+  using BlockHook = std::function<Tensor<T>(int64_t layer, const Tensor<T>& x)>;
+  // Final hidden states norm_f(x_L) (B, T, C): the input of lm_head, the representation that
+  // BLT pools into patch latents. forward() == lm_head(hidden()). Same errors as forward().
+  Tensor<T> hidden(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq_len,
+                   const BlockHook& hook = {}) const;
+  // Incremental hidden states (B, T_new, C), as forward_cached (no gradient recorded).
+  Tensor<T> hidden_cached(const std::vector<int32_t>& tokens, int64_t batch,
+                          std::vector<KVCache<T>>& cache, const BlockHook& hook = {}) const;
   const TransformerConfig& config() const { return config_; }
 
  private:
