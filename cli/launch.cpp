@@ -21,6 +21,7 @@
 
 #include "neat/bus/broker.hpp"
 #include "neat/components/host.hpp"
+#include "neat/nn/tensor.hpp"
 
 extern char** environ;
 
@@ -59,7 +60,7 @@ void forward_lines(int fd, std::string name) {
   ::close(fd);
 }
 
-Child spawn_component(const LaunchOptions& o, const std::string& name) {
+Child spawn_component(const LaunchOptions& o, const std::string& name, int nice) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   posix_spawn_file_actions_t actions;
@@ -70,6 +71,8 @@ Child spawn_component(const LaunchOptions& o, const std::string& name) {
                                    o.spec.file.string(),      "--run-id",  o.run_id, "--parent-pid",
                                    std::to_string(::getpid())};
   for (auto& a : override_args(o.overrides)) args.push_back(a);
+  if (nice != 0) args.insert(args.end(), {"--nice", std::to_string(nice)});
+  if (o.threads > 0) args.insert(args.end(), {"--threads", std::to_string(o.threads)});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -200,6 +203,13 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
     }
   }
 
+  if (o.threads > 0) nn::set_num_threads(o.threads);
+  const auto niceness =
+      o.profile ? component_niceness(spec, *o.profile) : std::map<std::string, int>{};
+  auto nice_of = [&](const std::string& name) {
+    const auto it = niceness.find(name);
+    return it == niceness.end() ? 0 : it->second;
+  };
   std::atomic<bool> stop_embedded{false};
   std::vector<std::thread> threads;
   std::vector<Child> children;
@@ -220,7 +230,7 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   const auto& registry = cli::builtin_registry();
   for (const auto& c : spec.components) {
     if (c.process == components::Process::separate) {
-      children.push_back(spawn_component(o, c.name));
+      children.push_back(spawn_component(o, c.name, nice_of(c.name)));
       continue;
     }
     components::HostOptions h;
@@ -230,6 +240,7 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
     h.control_endpoint = spec.endpoints(o.run_id, true).control;
     h.heartbeat_interval = spec.heartbeat_interval;
     h.out_dir = o.out_dir;
+    h.nice = nice_of(c.name);
     threads.emplace_back([&context, &registry, &stop_embedded, h, kind = c.kind]() mutable {
       components::ComponentHost host(context, h, registry.get(kind).create());
       host.run(stop_embedded);
@@ -242,7 +253,7 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
       ::kill(c.pid, SIGKILL);  // it may be hung rather than dead
       ::waitpid(c.pid, nullptr, 0);
       if (c.forwarder.joinable()) c.forwarder.join();
-      c = spawn_component(o, name);
+      c = spawn_component(o, name, nice_of(name));
       return true;
     }
     return false;  // embedded components share the launcher's fate
@@ -261,8 +272,28 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   return outcome;
 }
 
+std::map<std::string, int> component_niceness(const components::PipelineSpec& spec,
+                                              const hardware::Profile& profile) {
+  const auto& neural = hardware::component_names();
+  auto is_neural = [&](const std::string& kind) {
+    return std::find(neural.begin(), neural.end(), kind) != neural.end();
+  };
+  double max_priority = 0;
+  for (const auto& c : spec.components) {
+    if (is_neural(c.kind)) max_priority = std::max(max_priority, profile.priority(c.kind));
+  }
+  std::map<std::string, int> out;
+  for (const auto& c : spec.components) {
+    out[c.name] =
+        is_neural(c.kind) ? hardware::nice_for_priority(profile.priority(c.kind), max_priority) : 0;
+  }
+  return out;
+}
+
 int run_component_process(const components::PipelineSpec& spec, const std::string& name,
-                          const std::string& run_id, const std::atomic<bool>& stop) {
+                          const std::string& run_id, const std::atomic<bool>& stop, int nice,
+                          int threads) {
+  if (threads > 0) nn::set_num_threads(threads);
   const auto& c = spec.component(name);
   components::HostOptions h;
   h.name = c.name;
@@ -270,6 +301,7 @@ int run_component_process(const components::PipelineSpec& spec, const std::strin
   h.node = spec.node_options(c.name, run_id, false);
   h.control_endpoint = spec.endpoints(run_id, false).control;
   h.heartbeat_interval = spec.heartbeat_interval;
+  h.nice = nice;
   zmq::context_t context(1);
   components::ComponentHost host(context, h, cli::builtin_registry().get(c.kind).create());
   return host.run(stop);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,7 +30,16 @@ struct LaunchOptions {
   /// Also bind the inter-process endpoints when every component is embedded, so that
   /// `neat topic` can attach to the run.
   bool expose = true;
+  /// Worker threads of the numerical core (nn::set_num_threads) in this process and in every
+  /// child: the profile's thread pool. 0 leaves the library default.
+  int threads = 0;
 };
+
+/// CPU priority of each component of `spec` under `profile`: the nice increment of its thread
+/// (embedded) or process (separate), hardware::nice_for_priority relative to the
+/// highest-priority neural component present. Non-neural kinds (source, sink, ...) keep 0.
+std::map<std::string, int> component_niceness(const components::PipelineSpec& spec,
+                                              const hardware::Profile& profile);
 
 /// Runs a pipeline to its end (or until *stop). Writes `run.json` (outcome, component and bus
 /// statistics) in out_dir. Throws on a failure to start (bind error, spawn error).
@@ -43,6 +53,7 @@ std::atomic<bool>& install_stop_signals();
 
 /// Runs one component as this process (`neat component NAME`): returns its exit code.
 int run_component_process(const components::PipelineSpec& spec, const std::string& name,
-                          const std::string& run_id, const std::atomic<bool>& stop);
+                          const std::string& run_id, const std::atomic<bool>& stop, int nice = 0,
+                          int threads = 0);
 
 }  // namespace neat::cli

@@ -129,12 +129,14 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
   auto& stop = cli::install_stop_signals();
   cli::LaunchOptions o;
   std::vector<std::string> warnings;
+  const auto hw = hardware::detect_hardware();
   o.profile = hardware::resolve_profile(
-      config_dir() / "profiles", hardware::detect_hardware(),
+      config_dir() / "profiles", hw,
       profile_name.empty() ? std::nullopt : std::optional<std::string>(profile_name), &warnings);
   for (const auto& w : warnings) spdlog::warn("{}", w);
-  spdlog::info("hardware profile: {} ({} memory budget)", o.profile->name,
-               config::format_bytes(o.profile->memory_budget_bytes));
+  o.threads = o.profile->thread_count(hw);
+  spdlog::info("hardware profile: {} ({} memory budget, {} threads)", o.profile->name,
+               config::format_bytes(o.profile->memory_budget_bytes), o.threads);
   o.spec = load_spec(pipeline, shape, inputs);
   o.overrides = shape.to_overrides();
   o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;
@@ -204,6 +206,9 @@ int main(int argc, char** argv) {
   comp->add_option("--pipeline,--config", comp_pipeline, "pipeline YAML")->required();
   comp->add_option("--run-id", comp_id, "the launcher's run id")->required();
   comp->add_option("--parent-pid", parent_pid, "exit when this process dies");
+  int comp_nice = 0, comp_threads = 0;
+  comp->add_option("--nice", comp_nice, "CPU priority: nice increment (from the profile)");
+  comp->add_option("--threads", comp_threads, "numerical worker threads (0: default)");
   comp_shape.add(comp, false);
 
   // broker
@@ -359,7 +364,7 @@ int main(int argc, char** argv) {
       }
       auto& stop = cli::install_stop_signals();
       auto spec = load_spec(comp_pipeline, comp_shape);
-      return cli::run_component_process(spec, comp_name, comp_id, stop);
+      return cli::run_component_process(spec, comp_name, comp_id, stop, comp_nice, comp_threads);
     }
     if (*broker) {
       auto& stop = cli::install_stop_signals();

@@ -3,17 +3,22 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 
 #include <msgpack.hpp>
 
 #include "neat/bus/control.hpp"
+#include "neat/nn/tensor.hpp"
 
 namespace neat::components {
 
@@ -111,6 +116,24 @@ std::pair<std::string, bus::SequenceState> decode_snapshot(std::string_view byte
   }
 }
 
+namespace {
+int current_niceness() {
+  errno = 0;
+  const int n = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  if (n == -1 && errno != 0) throw std::system_error(errno, std::generic_category(), "getpriority");
+  return n;
+}
+}  // namespace
+
+int set_thread_niceness(int increment) {
+  const int target = std::min(current_niceness() + increment, 19);
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), target) != 0) {
+    throw std::system_error(errno, std::generic_category(),
+                            "setpriority(nice " + std::to_string(target) + ")");
+  }
+  return current_niceness();
+}
+
 ComponentHost::ComponentHost(zmq::context_t& context, HostOptions options,
                              std::unique_ptr<Component> component)
     : context_(context), options_(std::move(options)), component_(std::move(component)) {}
@@ -129,9 +152,27 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
     control.send({std::move(type), options_.name, std::move(text), std::move(blob), std::move(list),
                   std::move(fields)});
   };
+  // Every tensor this component allocates on its executor thread (configure, handlers, steps)
+  // is counted under its name by nn's allocator: the coordinator budgets real allocations, not
+  // estimates. A component may report its own "memory" block instead (e.g. other threads).
+  nn::MemoryTag memory_tag(options_.name);
+  const int nice = options_.nice != 0 ? set_thread_niceness(options_.nice) : current_niceness();
+  auto component_stats = [&] {
+    nlohmann::json c = component_->stats();
+    if (!c.is_object()) c = nlohmann::json::object();
+    if (!c.contains("memory")) {
+      const auto m = nn::memory_stats(options_.name);
+      c["memory"] = {{"current_bytes", m.current_bytes},
+                     {"peak_bytes", m.peak_bytes},
+                     {"allocations", m.allocations},
+                     {"source", "nn allocator, tag " + options_.name}};
+    }
+    return c;
+  };
   auto send_stats = [&] {
     nlohmann::json j = {{"bus", node_stats_json(node.stats())},
-                        {"component", component_->stats()},
+                        {"component", component_stats()},
+                        {"scheduling", {{"nice", nice}}},
                         {"control_rejected", control.rejected()},
                         {"grant_timeouts", grant_timeouts}};
     report("stats", j.dump());

@@ -2,6 +2,7 @@
 #include "neat/hardware/profile.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 #include <tuple>
@@ -115,6 +116,16 @@ const std::string& Profile::precision(const std::string& component) const {
 double Profile::priority(const std::string& component) const {
   const auto it = component_priority.find(component);
   return it != component_priority.end() ? it->second : 1.0;
+}
+
+int nice_for_priority(double priority, double max_priority) {
+  if (!(priority > 0) || !(priority <= max_priority)) {
+    throw std::invalid_argument("nice_for_priority: need 0 < priority (" +
+                                std::to_string(priority) + ") <= max_priority (" +
+                                std::to_string(max_priority) + ")");
+  }
+  const double levels = std::log(max_priority / priority) / std::log(1.25);
+  return std::clamp(static_cast<int>(std::lround(levels)), 0, 19);
 }
 
 const Schema& profile_schema() {

@@ -376,3 +376,22 @@ TEST(ProfileSchema, DocsTableMatchesDescribe) {
 
 }  // namespace
 }  // namespace neat::hardware
+
+namespace neat::hardware {
+namespace {
+
+TEST(Scheduling, NiceLevelsFollowTheCfsWeightRatioOfThePriorities) {
+  EXPECT_EQ(nice_for_priority(3.0, 3.0), 0);  // the top component is not slowed
+  EXPECT_EQ(nice_for_priority(1.0, 3.0), 5);  // ln 3 / ln 1.25 = 4.92
+  EXPECT_EQ(nice_for_priority(0.5, 3.0), 8);  // ln 6 / ln 1.25 = 8.03
+  EXPECT_EQ(nice_for_priority(1e-9, 1.0), 19);
+  EXPECT_THROW(nice_for_priority(0.0, 1.0), std::invalid_argument);
+  EXPECT_THROW(nice_for_priority(2.0, 1.0), std::invalid_argument);
+  // The shipped constrained profile: prediction (blt) first, mvot and t2 yield the most.
+  const Profile p = load_profile(kProfilesDir / "cpu-constrained.yaml");
+  EXPECT_LT(nice_for_priority(p.priority("titans"), p.priority("blt")),
+            nice_for_priority(p.priority("mvot"), p.priority("blt")));
+}
+
+}  // namespace
+}  // namespace neat::hardware

@@ -31,7 +31,15 @@ struct HostOptions {
   /// Directory for the component's outputs (reports); the coordinator may override it in the
   /// configure command.
   std::filesystem::path out_dir = ".";
+  /// CPU priority: nice increment of the component's executor thread (0: unchanged), from the
+  /// profile's priority (hardware::nice_for_priority). Applied when run() starts.
+  int nice = 0;
 };
+
+/// Raises the calling thread's nice value by `increment` (Linux: setpriority on its thread
+/// id; a thread may always lower its own priority). Returns the thread's nice value after the
+/// call; throws std::system_error when the kernel refuses.
+int set_thread_niceness(int increment);
 
 /// A host snapshot: the component's own state and its node's sequence numbers, msgpack.
 std::string encode_snapshot(const std::string& component_state, const bus::SequenceState& seq);

@@ -61,6 +61,14 @@ struct Profile {
   double priority(const std::string& component) const;
 };
 
+// CPU scheduling by priority: the nice increment that gives a thread of weight `priority` its
+// share next to the highest-priority component (weight `max_priority`) under Linux CFS, where
+// one nice level scales a thread's CPU weight by about 1.25 (sched_prio_to_weight):
+// nice = round(ln(max_priority / priority) / ln 1.25), clamped to [0, 19]. The top component
+// keeps nice 0; a component of a sixth of its priority gets nice 8 (weight ratio 6.0).
+// Throws std::invalid_argument unless 0 < priority <= max_priority.
+int nice_for_priority(double priority, double max_priority);
+
 // Schema of a profile file (see docs/hardware.md, generated from describe()).
 const neat::config::Schema& profile_schema();
 
