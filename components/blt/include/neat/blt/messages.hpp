@@ -35,6 +35,24 @@ struct Patches {
                      entropies, last);
 };
 
+/// Code length of one document under the byte LM (topic `blt.scores`), sent when the document
+/// ends. bits[v] = sum over the document's byte targets of -log2 p_v(byte) under variant
+/// variants[v] ("base": the entropy model as trained; later "t2", "titans", "full"). Tensor
+/// "logprob" (f32, [variants, token_count - 1]): ln p of each target token t+1 given tokens
+/// 0..t (BOS first), so that a report can recompute every figure.
+struct Scores {
+  static constexpr std::string_view kSchema = "neat.blt.Scores";
+  static constexpr std::uint32_t kVersion = 1;
+  std::uint64_t doc_id = 0;
+  std::string path;
+  std::string modality;
+  std::uint64_t bytes = 0;        ///< byte targets scored (text: the document's bytes)
+  std::uint64_t token_count = 0;  ///< tokens of the document (BOS .. EOS)
+  std::vector<std::string> variants;
+  std::vector<double> bits;  ///< per variant: code length of the byte targets, bits
+  MSGPACK_DEFINE_MAP(doc_id, path, modality, bytes, token_count, variants, bits);
+};
+
 /// Task embedding of a document (topic `blt.doc_embedding`), Transformer² pass 1: tensor
 /// "embedding" (f32, [dim]) = mean of the entropy model's final hidden states over the first
 /// `positions` tokens of the document (N from the blt config, default 256 bytes).
@@ -60,9 +78,14 @@ struct BltStats {
   double bytes_per_second = 0.0;  ///< over the component's busy time
   double patches_per_second = 0.0;
   double mean_patch_size = 0.0;  ///< tokens per patch so far
-  bool final = false;            ///< end-of-stream report
+  double threshold = 0.0;        ///< entropy threshold in use (theta_g, or theta_r), nats
+  /// Mean patch size the compute-budget calibration achieved on its sample, tokens (0: none).
+  double calibration_mean_patch_size = 0.0;
+  std::uint64_t rejected = 0;  ///< items rejected as bad input
+  bool final = false;          ///< end-of-stream report
   MSGPACK_DEFINE_MAP(documents, bytes, tokens, patches, bits_per_byte, bytes_per_second,
-                     patches_per_second, mean_patch_size, final);
+                     patches_per_second, mean_patch_size, threshold, calibration_mean_patch_size,
+                     rejected, final);
 };
 
 /// Transformer² pass-2 decision for one document (topic `t2.adaptation`): the expert mixture

@@ -1,0 +1,70 @@
+// report: the main job's sink. Joins what the components publish about each item — mvot's
+// `tokens` (modality, bytes, image codes and round-trip PSNR), blt's `blt.patches` (patch
+// counts and sizes), `blt.scores` (code length per byte LM variant), `t2.adaptation` (detected
+// domain and confidence) — and, when every stream has ended, writes `report.json` with per
+// document, per domain (next to xz -9e, bzip2 -9, zstd -19 and zpaq -m5 on the same bytes, run
+// here) and per image results, and totals. Like `sink`, the report holds only run-independent
+// content (no timings: those are in run.json), so that the embedded and multi-process shapes
+// of a pipeline compare field by field.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "neat/components/component.hpp"
+
+namespace neat::job {
+
+/// What the report knows about one item.
+struct ItemRecord {
+  std::string path;
+  std::string modality;  ///< from mvot
+  std::uint64_t item_bytes = 0;
+  std::vector<std::uint8_t> text;  ///< the text bytes (for the compressors), text items only
+  std::uint64_t images = 0, codes = 0;
+  double psnr_db = 0.0;
+  std::uint64_t patches = 0, patch_tokens = 0;
+  std::map<std::string, double> bits;  ///< code length per byte LM variant, bits
+  std::uint64_t scored_bytes = 0;
+  std::string detected_domain;  ///< from t2
+  double confidence = 0.0;
+};
+
+/// The true domain encoded in a corpus_source path (`corpus/<domain>/...`), the class of an
+/// image item (`fashion-mnist/t10k/<index>/<class>.pgm`), or "" for other paths.
+std::string domain_of_path(const std::string& path);
+std::string class_of_path(const std::string& path);
+
+/// The report JSON from the records (compressors run on each domain's text bytes as one
+/// stream; zpaq appears as unavailable when its binary is missing). Pure apart from the
+/// compressors: the same records give the same report.
+nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
+                            const std::map<std::uint64_t, std::uint64_t>& patch_size_histogram,
+                            bool run_compressors);
+
+class Report : public components::Component {
+ public:
+  /// `config:` keys: report (file name), tokens, patches, scores, adaptation (topics; "" turns
+  /// one off), end_on (topics whose EndOfStream must all arrive), compressors (bool).
+  static config::Schema schema();
+  void configure(const YAML::Node& config, components::Context& ctx) override;
+  std::vector<std::string> publishes() const override { return {}; }
+  nlohmann::json stats() const override;
+
+ private:
+  void maybe_finish(components::Context& ctx);
+  std::string report_name_ = "report.json";
+  std::vector<std::string> end_on_;
+  std::map<std::string, bool> ended_;
+  bool compressors_ = true, written_ = false;
+  std::map<std::uint64_t, ItemRecord> items_;
+  std::map<std::uint64_t, std::uint64_t> patch_sizes_;  ///< tokens per patch -> patches
+  std::uint64_t rejected_ = 0;
+};
+
+}  // namespace neat::job

@@ -1,0 +1,257 @@
+// report: per-item join of the components' outputs and the final report.json.
+#include "neat/job/report.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "neat/blt/messages.hpp"
+#include "neat/components/messages.hpp"
+#include "neat/data/compressors.hpp"
+#include "neat/mvot/mvot_component.hpp"
+
+namespace neat::job {
+
+namespace {
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const auto end = path.find('/', start);
+    parts.push_back(path.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return parts;
+}
+
+double bits_per_byte(double bits, std::uint64_t bytes) {
+  return bytes == 0 ? 0.0 : bits / static_cast<double>(bytes);
+}
+
+}  // namespace
+
+std::string domain_of_path(const std::string& path) {
+  const auto parts = split_path(path);
+  return parts.size() >= 2 && parts[0] == "corpus" ? parts[1] : "";
+}
+
+std::string class_of_path(const std::string& path) {
+  const auto parts = split_path(path);
+  if (parts.size() != 4 || parts[0] != "fashion-mnist" || !parts[3].ends_with(".pgm")) return "";
+  return parts[3].substr(0, parts[3].size() - 4);
+}
+
+nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
+                            const std::map<std::uint64_t, std::uint64_t>& histogram,
+                            bool run_compressors) {
+  nlohmann::json documents = nlohmann::json::array(), images = nlohmann::json::array();
+  struct DomainTotals {
+    std::uint64_t documents = 0, bytes = 0, identified = 0, correct = 0;
+    std::map<std::string, double> bits;
+    std::uint64_t scored = 0;
+    std::vector<std::uint8_t> text;
+  };
+  std::map<std::string, DomainTotals> domains;
+  DomainTotals all;
+  std::uint64_t patches = 0, patch_tokens = 0, image_items = 0;
+  double psnr_sum = 0.0;
+  std::uint64_t psnr_images = 0;
+  for (const auto& [id, r] : items) {
+    patches += r.patches;
+    patch_tokens += r.patch_tokens;
+    if (r.modality == "image") {
+      ++image_items;
+      psnr_sum += r.psnr_db * static_cast<double>(r.images);
+      psnr_images += r.images;
+      images.push_back({{"doc_id", id},
+                        {"path", r.path},
+                        {"class", class_of_path(r.path)},
+                        {"images", r.images},
+                        {"codes", r.codes},
+                        {"psnr_db", r.psnr_db},
+                        {"patches", r.patches}});
+      continue;
+    }
+    std::string domain = domain_of_path(r.path);
+    if (domain.empty()) domain = "other";
+    nlohmann::json bpb = nlohmann::json::object();
+    for (const auto& [variant, bits] : r.bits) bpb[variant] = bits_per_byte(bits, r.scored_bytes);
+    nlohmann::json d = {
+        {"doc_id", id},
+        {"path", r.path},
+        {"domain", domain},
+        {"modality", r.modality},
+        {"bytes", r.item_bytes},
+        {"patches", r.patches},
+        {"mean_patch_size", r.patches ? double(r.patch_tokens) / double(r.patches) : 0.0},
+        {"bits_per_byte", bpb}};
+    if (!r.detected_domain.empty()) {
+      d["detected_domain"] = r.detected_domain;
+      d["confidence"] = r.confidence;
+    }
+    documents.push_back(std::move(d));
+    for (auto* t : {&domains[domain], &all}) {
+      ++t->documents;
+      t->bytes += r.item_bytes;
+      t->scored += r.scored_bytes;
+      for (const auto& [variant, bits] : r.bits) t->bits[variant] += bits;
+      if (!r.detected_domain.empty()) {
+        ++t->identified;
+        if (r.detected_domain == domain) ++t->correct;
+      }
+    }
+    auto& text = domains[domain].text;
+    text.insert(text.end(), r.text.begin(), r.text.end());
+  }
+  auto totals_json = [&](const DomainTotals& t) {
+    nlohmann::json bpb = nlohmann::json::object();
+    for (const auto& [variant, bits] : t.bits) bpb[variant] = bits_per_byte(bits, t.scored);
+    nlohmann::json j = {{"documents", t.documents}, {"bytes", t.bytes}, {"bits_per_byte", bpb}};
+    if (t.identified > 0) {
+      j["identified"] = t.identified;
+      j["identification_accuracy"] = double(t.correct) / double(t.identified);
+    }
+    return j;
+  };
+  nlohmann::json by_domain = nlohmann::json::object();
+  for (const auto& [name, t] : domains) {
+    auto j = totals_json(t);
+    if (run_compressors && !t.text.empty()) {
+      nlohmann::json c = nlohmann::json::object();
+      for (auto compressor : data::kCompressors) {
+        const auto r = data::compress_stream(compressor, t.text);
+        const std::string key(data::compressor_name(compressor));
+        if (r.bits_per_byte()) {
+          c[key] = *r.bits_per_byte();
+        } else {
+          c[key] = nullptr;
+          j["unavailable"][key] = r.unavailable_reason;
+        }
+      }
+      j["compressors"] = c;
+    }
+    by_domain[name] = std::move(j);
+  }
+  auto totals = totals_json(all);
+  totals["items"] = items.size();
+  totals["image_items"] = image_items;
+  totals["images"] = psnr_images;
+  totals["mean_psnr_db"] = psnr_images ? psnr_sum / double(psnr_images) : 0.0;
+  totals["patches"] = patches;
+  totals["mean_patch_size"] = patches ? double(patch_tokens) / double(patches) : 0.0;
+  nlohmann::json hist = nlohmann::json::object();
+  for (const auto& [size, count] : histogram) hist[std::to_string(size)] = count;
+  return {{"documents", documents},
+          {"images", images},
+          {"domains", by_domain},
+          {"totals", totals},
+          {"patch_size_histogram", hist}};
+}
+
+config::Schema Report::schema() {
+  using config::Schema;
+  return Schema::map()
+      .optional("report", Schema::string().default_value("report.json"),
+                "file written in the run's output directory")
+      .optional("tokens", Schema::string().default_value("tokens"), "mvot's token topic")
+      .optional("patches", Schema::string().default_value("blt.patches"),
+                "blt's patch topic (\"\": none)")
+      .optional("scores", Schema::string().default_value("blt.scores"),
+                "byte LM code lengths (\"\": none)")
+      .optional("adaptation", Schema::string().default_value("t2.adaptation"),
+                "Transformer² decisions (\"\": none)")
+      .optional("end_on", Schema::list(Schema::string()).default_value("[tokens, blt.patches]"),
+                "topics whose EndOfStream must all arrive before the report is written")
+      .optional("compressors", Schema::boolean().default_value("true"),
+                "run xz -9e, bzip2 -9, zstd -19 and zpaq -m5 on each domain's bytes");
+}
+
+void Report::configure(const YAML::Node& config, components::Context& ctx) {
+  auto str = [&](const char* key, std::string fallback) {
+    return config[key] ? config[key].as<std::string>() : fallback;
+  };
+  report_name_ = str("report", report_name_);
+  compressors_ = config["compressors"] ? config["compressors"].as<bool>() : true;
+  const auto tokens = str("tokens", "tokens"), patches = str("patches", "blt.patches"),
+             scores = str("scores", "blt.scores"), adaptation = str("adaptation", "t2.adaptation");
+  end_on_ = config["end_on"] ? config["end_on"].as<std::vector<std::string>>()
+                             : std::vector<std::string>{tokens, patches};
+  auto& node = ctx.node();
+  bus::subscribe<mvot::Tokens>(node, tokens, [this](const mvot::Tokens& t, const bus::Message& m) {
+    auto& r = items_[t.doc_id];
+    r.path = t.path;
+    r.modality = t.modality;
+    r.item_bytes = t.item_bytes;
+    r.images = t.images;
+    r.psnr_db = t.psnr_db;
+    if (t.modality == "image") {
+      r.codes = t.images * 49;
+      return;
+    }
+    for (const auto& v : m.tensors()) {
+      if (v.desc().name != "tokens") continue;
+      for (std::int32_t tok : v.to_vector<std::int32_t>()) {
+        if (tok >= 0 && tok < 256) r.text.push_back(static_cast<std::uint8_t>(tok));
+      }
+    }
+  });
+  if (!patches.empty()) {
+    bus::subscribe<blt::Patches>(node, patches, [this](const blt::Patches& p, const bus::Message&) {
+      auto& r = items_[p.doc_id];
+      r.patches += p.lengths.size();
+      for (auto len : p.lengths) {
+        r.patch_tokens += len;
+        ++patch_sizes_[len];
+      }
+    });
+  }
+  if (!scores.empty()) {
+    bus::subscribe<blt::Scores>(node, scores, [this](const blt::Scores& s, const bus::Message&) {
+      if (s.variants.size() != s.bits.size()) {
+        ++rejected_;
+        return;
+      }
+      auto& r = items_[s.doc_id];
+      for (std::size_t v = 0; v < s.variants.size(); ++v) r.bits[s.variants[v]] = s.bits[v];
+      r.scored_bytes = s.bytes;
+    });
+  }
+  if (!adaptation.empty()) {
+    bus::subscribe<blt::Adaptation>(node, adaptation,
+                                    [this](const blt::Adaptation& a, const bus::Message&) {
+                                      auto& r = items_[a.doc_id];
+                                      r.detected_domain = a.domain;
+                                      r.confidence = a.confidence;
+                                    });
+  }
+  for (const auto& topic : end_on_) {
+    ended_[topic] = false;
+    bus::subscribe<components::EndOfStream>(
+        node, topic, [this, topic, &ctx](const components::EndOfStream&, const bus::Message&) {
+          ended_[topic] = true;
+          maybe_finish(ctx);
+        });
+  }
+}
+
+void Report::maybe_finish(components::Context& ctx) {
+  if (written_) return;
+  for (const auto& [topic, ended] : ended_) {
+    if (!ended) return;
+  }
+  const auto report = build_report(items_, patch_sizes_, compressors_);
+  std::filesystem::create_directories(ctx.out_dir());
+  const auto path = ctx.out_dir() / report_name_;
+  std::ofstream(path) << report.dump(2) << "\n";
+  written_ = true;
+  ctx.log().info("wrote {} ({} items)", path.string(), items_.size());
+  ctx.finish(nlohmann::json{{"report", path.string()}, {"items", items_.size()}}.dump());
+}
+
+nlohmann::json Report::stats() const {
+  return {{"items", items_.size()}, {"rejected", rejected_}, {"written", written_}};
+}
+
+}  // namespace neat::job
