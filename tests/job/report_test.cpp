@@ -60,6 +60,13 @@ TEST(Report, BitsPerByteAreTotalsOverBytesPerVariantAndDomain) {
   EXPECT_GT(xz, 0.0);
   EXPECT_LT(xz, 1.0);
   EXPECT_TRUE(en["compressors"].contains("bzip2 -9"));
+  // The printed table: a row per domain and the total, variants and compressors as columns.
+  const auto table = report_table(r);
+  EXPECT_NE(table.find("| domain | docs | bytes | base LM | +T2 | xz -9e |"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("| en | 2 | 2000 | 2.000 | 1.900 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| all | 3 | 5000 | 2.000 |"), std::string::npos) << table;
+  EXPECT_EQ(table.find("+Titans"), std::string::npos);  // no such variant in this run
 }
 
 }  // namespace

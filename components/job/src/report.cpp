@@ -2,6 +2,7 @@
 #include "neat/job/report.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -148,6 +149,56 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
           {"domains", by_domain},
           {"totals", totals},
           {"patch_size_histogram", hist}};
+}
+
+std::string report_table(const nlohmann::json& report) {
+  static const std::vector<std::pair<std::string, std::string>> kVariants = {
+      {"base", "base LM"}, {"t2", "+T2"}, {"titans", "+Titans"}, {"full", "full"}};
+  const auto& totals = report.at("totals");
+  std::vector<std::pair<std::string, std::string>> variants;
+  for (const auto& v : kVariants) {
+    if (totals["bits_per_byte"].contains(v.first)) variants.push_back(v);
+  }
+  std::vector<std::string> compressors;
+  for (auto c : data::kCompressors) compressors.emplace_back(data::compressor_name(c));
+  auto cell = [](const nlohmann::json& j, const std::string& key) -> std::string {
+    if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return "n/a";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3f", j[key].get<double>());
+    return buf;
+  };
+  std::string out = "| domain | docs | bytes |";
+  std::string rule = "|---|---:|---:|";
+  for (const auto& v : variants) {
+    out += " " + v.second + " |";
+    rule += "---:|";
+  }
+  for (const auto& c : compressors) {
+    out += " " + c + " |";
+    rule += "---:|";
+  }
+  out += " domain id |\n" + rule + "---:|\n";
+  auto row = [&](const std::string& name, const nlohmann::json& d) {
+    out += "| " + name + " | " + std::to_string(d.value("documents", 0)) + " | " +
+           std::to_string(d.value("bytes", 0)) + " |";
+    for (const auto& v : variants) out += " " + cell(d["bits_per_byte"], v.first) + " |";
+    for (const auto& c : compressors)
+      out += " " + cell(d.value("compressors", nlohmann::json()), c) + " |";
+    out += " " +
+           (d.contains("identification_accuracy") ? cell(d, "identification_accuracy")
+                                                  : std::string("n/a")) +
+           " |\n";
+  };
+  for (const auto& [name, d] : report.at("domains").items()) row(name, d);
+  row("all", totals);
+  char images[160];
+  std::snprintf(images, sizeof images,
+                "\nimages: %d items, %d images, mean PSNR of the codebook round trip %.2f dB; "
+                "patches: %d, mean patch size %.2f tokens\n",
+                totals.value("image_items", 0), totals.value("images", 0),
+                totals.value("mean_psnr_db", 0.0), totals.value("patches", 0),
+                totals.value("mean_patch_size", 0.0));
+  return out + images;
 }
 
 config::Schema Report::schema() {

@@ -47,6 +47,11 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
                             const std::map<std::uint64_t, std::uint64_t>& patch_size_histogram,
                             bool run_compressors);
 
+/// The report as the table `neat run` prints (markdown): one row per domain and a total row,
+/// bits per byte for each byte LM variant present (base, +T2, +Titans, full) next to the
+/// compressors, domain identification accuracy; then one line for the images.
+std::string report_table(const nlohmann::json& report);
+
 class Report : public components::Component {
  public:
   /// `config:` keys: report (file name), tokens, patches, scores, adaptation (topics; "" turns
