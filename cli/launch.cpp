@@ -191,11 +191,11 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
   if (o.profile) {
     std::map<std::string, double> priorities;
     std::map<std::string, std::string> kinds;
-    const auto& neural = hardware::component_names();
     for (const auto& c : spec.components) {
-      if (std::find(neural.begin(), neural.end(), c.kind) == neural.end()) continue;
-      priorities[c.name] = o.profile->priority(c.kind);
-      kinds[c.name] = c.kind;
+      const auto family = hardware::neural_family(c.kind);
+      if (family.empty()) continue;
+      priorities[c.name] = o.profile->priority(family);
+      kinds[c.name] = family;
     }
     if (!priorities.empty()) {
       supervisor.set_memory_budget(coordinator::MemoryBudgetManager(
@@ -274,18 +274,16 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
 
 std::map<std::string, int> component_niceness(const components::PipelineSpec& spec,
                                               const hardware::Profile& profile) {
-  const auto& neural = hardware::component_names();
-  auto is_neural = [&](const std::string& kind) {
-    return std::find(neural.begin(), neural.end(), kind) != neural.end();
-  };
   double max_priority = 0;
   for (const auto& c : spec.components) {
-    if (is_neural(c.kind)) max_priority = std::max(max_priority, profile.priority(c.kind));
+    const auto family = hardware::neural_family(c.kind);
+    if (!family.empty()) max_priority = std::max(max_priority, profile.priority(family));
   }
   std::map<std::string, int> out;
   for (const auto& c : spec.components) {
+    const auto family = hardware::neural_family(c.kind);
     out[c.name] =
-        is_neural(c.kind) ? hardware::nice_for_priority(profile.priority(c.kind), max_priority) : 0;
+        family.empty() ? 0 : hardware::nice_for_priority(profile.priority(family), max_priority);
   }
   return out;
 }

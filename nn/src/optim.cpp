@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
+#include <string>
 
 namespace neat::nn {
 
@@ -100,6 +101,28 @@ void AdamW<T>::step() {
     // p -= lr * (m / bc1) / (sqrt(v) / sqrt(bc2) + eps), as torch.optim.AdamW
     w -= (lr / bc1) * m / (v.sqrt() / bc2_sqrt + eps);
   }
+}
+
+template <typename T>
+AdamWState<T> AdamW<T>::state() const {
+  return {this->steps_, m_, v_};
+}
+
+template <typename T>
+void AdamW<T>::load_state(AdamWState<T> state) {
+  const std::size_t n = this->parameters_.size();
+  if (state.m.size() != n || state.v.size() != n || state.step < 0)
+    throw std::invalid_argument("neat::nn::AdamW::load_state: " + std::to_string(state.m.size()) +
+                                " moment vectors for " + std::to_string(n) + " parameters");
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto numel = static_cast<std::size_t>(this->parameters_[i].numel());
+    if (state.m[i].size() != numel || state.v[i].size() != numel)
+      throw std::invalid_argument("neat::nn::AdamW::load_state: moments of parameter " +
+                                  std::to_string(i) + " have the wrong size");
+  }
+  this->steps_ = state.step;
+  m_ = std::move(state.m);
+  v_ = std::move(state.v);
 }
 
 template <typename T>

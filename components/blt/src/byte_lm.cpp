@@ -1,17 +1,27 @@
 // Byte LM: training on the prepared corpora, bits per byte, next-token entropies.
 #include "neat/blt/byte_lm.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
+#include <iostream>
+#include <map>
 #include <numeric>
 #include <ostream>
 #include <random>
+#include <sstream>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
+#include "neat/blt/entropy_stream.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "neat/nn/ops.hpp"
@@ -154,26 +164,6 @@ std::vector<std::int32_t> document_tokens(const std::vector<std::uint8_t>& bytes
 
 namespace {
 
-// Row r of a contiguous (..., V) logits tensor: log-sum-exp and the entropy in nats.
-struct RowStats {
-  double logsumexp = 0.0, entropy = 0.0;
-};
-
-RowStats row_stats(const float* logits, std::int64_t vocab) {
-  const float mx = *std::max_element(logits, logits + vocab);
-  double z = 0.0, weighted = 0.0;
-  for (std::int64_t v = 0; v < vocab; ++v) {
-    const double e = std::exp(static_cast<double>(logits[v] - mx));
-    z += e;
-    weighted += e * static_cast<double>(logits[v] - mx);
-  }
-  RowStats s;
-  s.logsumexp = mx + std::log(z);
-  // H = log Z - E_p[logit]
-  s.entropy = std::log(z) - weighted / z;
-  return s;
-}
-
 nn::Tensor<float> contiguous(const nn::Tensor<float>& t) {
   return t.is_contiguous() ? t : t.clone();
 }
@@ -199,7 +189,7 @@ double bits_per_byte(const nn::TransformerLM<float>& model,
       for (std::int64_t i = 0; i < len; ++i) {
         const std::int32_t target = tokens[static_cast<std::size_t>(start + i + 1)];
         if (target >= 256) continue;  // EOS: not a byte
-        const auto s = row_stats(p + i * vocab, vocab);
+        const auto s = logit_row_stats({p + i * vocab, static_cast<std::size_t>(vocab)});
         nats += s.logsumexp - p[i * vocab + target];
         ++bytes;
         if (max_bytes > 0 && bytes >= max_bytes) return nats / (bytes * std::log(2.0));
@@ -211,18 +201,10 @@ double bits_per_byte(const nn::TransformerLM<float>& model,
 
 std::vector<double> next_token_entropies(const nn::TransformerLM<float>& model,
                                          const std::vector<std::int32_t>& tokens) {
-  nn::NoGradGuard no_grad;
-  const std::int64_t context = model.config().max_seq_len;
-  const std::int64_t vocab = model.config().vocab_size;
-  std::vector<double> h;
-  h.reserve(tokens.size());
-  auto cache = model.make_cache(1);
-  for (auto token : tokens) {
-    if (cache.front().length >= context) cache = model.make_cache(1);  // context restarts
-    auto logits = contiguous(model.forward_cached({token}, 1, cache));
-    h.push_back(row_stats(logits.data(), vocab).entropy);
-  }
-  return h;
+  EntropyStream stream(model);
+  EntropyStreamOutput out;
+  stream.push(tokens, out);
+  return std::move(out.entropies);
 }
 
 std::vector<double> next_token_entropies_batch(const nn::TransformerLM<float>& model,
@@ -238,10 +220,188 @@ std::vector<double> next_token_entropies_batch(const nn::TransformerLM<float>& m
     std::vector<std::int32_t> in(tokens.begin() + start, tokens.begin() + start + len);
     auto logits = contiguous(model.forward(in, 1, len));
     for (std::int64_t i = 0; i < len; ++i)
-      h.push_back(row_stats(logits.data() + i * vocab, vocab).entropy);
+      h.push_back(
+          logit_row_stats({logits.data() + i * vocab, static_cast<std::size_t>(vocab)}).entropy);
   }
   return h;
 }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Whether `stream` is a terminal: std::cerr and std::cout are asked with isatty; any other
+// stream (a file, a string) is not.
+bool is_terminal(const std::ostream& stream) {
+  if (&stream == &std::cerr || &stream == &std::clog) return ::isatty(STDERR_FILENO) == 1;
+  if (&stream == &std::cout) return ::isatty(STDOUT_FILENO) == 1;
+  return false;
+}
+
+std::string clock_string(double seconds) {
+  const auto s = static_cast<std::int64_t>(std::max(0.0, std::round(seconds)));
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60), static_cast<long long>(s % 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lld:%02lld", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  }
+  return buf;
+}
+
+std::optional<fs::path> find_on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return std::nullopt;
+  std::string_view rest(path);
+  while (!rest.empty()) {
+    const auto colon = rest.find(':');
+    const auto dir = rest.substr(0, colon);
+    if (!dir.empty()) {
+      const fs::path candidate = fs::path(dir) / program;
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  return std::nullopt;
+}
+
+// A path as a single-quoted gnuplot / shell string ('' stands for ' inside it).
+std::string quoted(const fs::path& p, const std::string& quote_escape) {
+  std::string out = "'";
+  for (char c : p.string()) {
+    if (c == '\'') {
+      out += quote_escape;
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+// out_dir/loss_curve.png from out_dir/train_log.csv with gnuplot: train bits per token and
+// validation bits per byte against the step. Returns an empty string on success, otherwise why
+// there is no plot.
+std::string plot_loss_curve(const fs::path& out_dir) {
+  const auto gnuplot = find_on_path("gnuplot");
+  if (!gnuplot) return "gnuplot is not on PATH";
+  const auto script = out_dir / "loss_curve.gp";
+  {
+    std::ofstream gp(script);
+    gp << "# Written by neat train blt: the loss curve of train_log.csv.\n"
+       << "set terminal png size 900,540\n"
+       << "set output " << quoted(out_dir / "loss_curve.png", "''") << "\n"
+       << "set datafile separator ','\n"
+       << "set datafile columnheaders\n"
+       << "set xlabel 'step'\nset ylabel 'bits'\nset grid\nset key top right\n"
+       << "plot " << quoted(out_dir / "train_log.csv", "''")
+       << " using 1:3 with lines title 'train, bits per token (bytes, BOS, EOS)', '' using 1:4 "
+          "with linespoints pointtype 7 title 'validation, bits per byte'\n";
+  }
+  const std::string command =
+      quoted(*gnuplot, "'\\''") + " " + quoted(script, "'\\''") + " 2>/dev/null";
+  const int rc = std::system(command.c_str());
+  if (rc != 0) return "gnuplot failed (exit status " + std::to_string(rc) + ")";
+  return {};
+}
+
+// The AdamW moments and step beside the weights (optimizer.ckpt): tensors "m.<parameter>" and
+// "v.<parameter>" (f32, the parameter's shape), config {"optimizer_step", "train_step"}.
+void save_optimizer(const fs::path& file, const nn::TransformerLM<float>& model,
+                    const nn::AdamW<float>& opt, std::int64_t train_step) {
+  const auto state = opt.state();
+  nn::Checkpoint c;
+  c.config =
+      nlohmann::json{
+          {"optimizer", "AdamW"}, {"optimizer_step", state.step}, {"train_step", train_step}}
+          .dump();
+  std::size_t i = 0;
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (!p.requires_grad()) continue;
+    for (const auto* moments : {&state.m, &state.v}) {
+      nn::CheckpointTensor t;
+      t.name = std::string(moments == &state.m ? "m." : "v.") + name;
+      t.dtype = nn::DType::f32;
+      t.shape = p.shape();
+      const auto& values = (*moments)[i];
+      t.data.resize(values.size() * sizeof(float));
+      std::memcpy(t.data.data(), values.data(), t.data.size());
+      c.tensors.push_back(std::move(t));
+    }
+    ++i;
+  }
+  nn::write_checkpoint(file.string(), c);
+}
+
+// Loads optimizer.ckpt written at `train_step`; throws nn::CheckpointError naming the file when
+// it is from another step or does not fit the model.
+void load_optimizer(const fs::path& file, const nn::TransformerLM<float>& model,
+                    nn::AdamW<float>& opt, std::int64_t train_step) {
+  const auto c = nn::read_checkpoint(file.string());
+  const auto cfg = nlohmann::json::parse(c.config, nullptr, false);
+  if (cfg.is_discarded() || !cfg.contains("train_step") || !cfg.contains("optimizer_step")) {
+    throw nn::CheckpointError(file.string() + ": config block lacks train_step/optimizer_step");
+  }
+  if (cfg["train_step"].get<std::int64_t>() != train_step) {
+    throw nn::CheckpointError(file.string() + ": optimizer state of step " +
+                              std::to_string(cfg["train_step"].get<std::int64_t>()) +
+                              " does not match the weights of step " + std::to_string(train_step));
+  }
+  std::map<std::string, const nn::CheckpointTensor*> by_name;
+  for (const auto& t : c.tensors) by_name[t.name] = &t;
+  nn::AdamWState<float> state;
+  state.step = cfg["optimizer_step"].get<std::int64_t>();
+  for (const auto& [name, p] : model.named_parameters()) {
+    if (!p.requires_grad()) continue;
+    for (auto* moments : {&state.m, &state.v}) {
+      const std::string key = std::string(moments == &state.m ? "m." : "v.") + name;
+      const auto it = by_name.find(key);
+      if (it == by_name.end() || it->second->dtype != nn::DType::f32 ||
+          it->second->shape != p.shape()) {
+        throw nn::CheckpointError(file.string() + ": tensor '" + key +
+                                  "' is missing or has the wrong dtype or shape");
+      }
+      std::vector<float> values(static_cast<std::size_t>(p.numel()));
+      std::memcpy(values.data(), it->second->data.data(), values.size() * sizeof(float));
+      moments->push_back(std::move(values));
+    }
+  }
+  try {
+    opt.load_state(std::move(state));
+  } catch (const std::invalid_argument& e) {
+    throw nn::CheckpointError(file.string() + ": " + e.what());
+  }
+}
+
+// Keeps the header and the rows of steps <= last_step (a resumed run rewrites what came after
+// its checkpoint).
+void trim_log(const fs::path& file, std::int64_t last_step) {
+  std::ifstream in(file);
+  if (!in) return;
+  std::string line, kept;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header || std::strtoll(line.c_str(), nullptr, 10) <= last_step) kept += line + "\n";
+    header = false;
+  }
+  in.close();
+  std::ofstream(file, std::ios::trunc) << kept;
+}
+
+// The window offsets of step `step`: a function of (seed, step) only, so that a resumed run
+// draws exactly the batches the uninterrupted run would have drawn.
+void sample_offsets(std::uint64_t seed, std::int64_t step, std::size_t max_offset,
+                    std::vector<std::size_t>& offsets) {
+  std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
+                    static_cast<std::uint32_t>(step), static_cast<std::uint32_t>(step >> 32)};
+  std::mt19937_64 rng(seq);
+  std::uniform_int_distribution<std::size_t> offset(0, max_offset);
+  for (auto& o : offsets) o = offset(rng);
+}
+
+}  // namespace
 
 TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, bool resume) {
   using Clock = std::chrono::steady_clock;
@@ -272,21 +432,33 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
   nn::TransformerLM<float> model(o.model);
   std::filesystem::create_directories(o.out_dir);
   const auto ckpt = o.out_dir / "byte_lm.ckpt";
+  const auto optimizer_ckpt = o.out_dir / "optimizer.ckpt";
+  auto params = model.trainable_parameters();
+  nn::AdamW<float> opt(params, {o.lr, 0.9, 0.95, 1e-8, o.weight_decay});
   std::int64_t start_step = 0;
+  double last_val = 0.0;
   if (resume && std::filesystem::exists(ckpt)) {
     const auto cfg = nlohmann::json::parse(nn::load_checkpoint(ckpt.string(), model));
     start_step = cfg.value("step", std::int64_t{0});
-    progress << "resumed from " << ckpt.string() << " at step " << start_step << "\n";
+    last_val = cfg.value("val_bits_per_byte", 0.0);
+    if (std::filesystem::exists(optimizer_ckpt)) {
+      load_optimizer(optimizer_ckpt, model, opt, start_step);
+      progress << "resumed from " << ckpt.string() << " and " << optimizer_ckpt.string()
+               << " at step " << start_step << "\n";
+    } else {
+      progress << "resumed from " << ckpt.string() << " at step " << start_step << " ("
+               << optimizer_ckpt.string() << " missing: the AdamW moments start afresh)\n";
+    }
   }
-  auto params = model.trainable_parameters();
-  nn::AdamW<float> opt(params, {o.lr, 0.9, 0.95, 1e-8, o.weight_decay});
   nn::WarmupCosineLr schedule(o.lr, o.warmup, o.steps, o.min_lr);
   schedule.set_step(start_step);
-  std::mt19937_64 rng(o.seed + static_cast<std::uint64_t>(start_step));
-  std::uniform_int_distribution<std::size_t> offset(
-      0, stream.size() - static_cast<std::size_t>(T) - 1);
+  const std::size_t max_offset = stream.size() - static_cast<std::size_t>(T) - 1;
+  const std::int64_t end_step =
+      o.stop_after > 0 ? std::min(o.steps, start_step + o.stop_after) : o.steps;
 
-  std::ofstream log(o.out_dir / "train_log.csv", resume ? std::ios::app : std::ios::trunc);
+  const auto log_file = o.out_dir / "train_log.csv";
+  if (resume && start_step > 0) trim_log(log_file, start_step);
+  std::ofstream log(log_file, resume && start_step > 0 ? std::ios::app : std::ios::trunc);
   if (!resume || start_step == 0)
     log << "step,loss_nats,bits_per_token,val_bits_per_byte,tokens_per_second,lr\n";
   auto config_json = [&](std::int64_t step, double val_bpb) {
@@ -296,19 +468,42 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
     j["val_bits_per_byte"] = val_bpb;
     return j.dump();
   };
+  auto save = [&](std::int64_t step) {
+    nn::save_checkpoint(ckpt.string(), model, config_json(step, last_val));
+    save_optimizer(optimizer_ckpt, model, opt, step);
+  };
+  // The loss curve is drawn at each validation and at the end when gnuplot is installed; the
+  // CSV is always there.
+  const bool have_gnuplot = find_on_path("gnuplot").has_value();
+  auto plot = [&] {
+    const auto failed = plot_loss_curve(o.out_dir);
+    if (!failed.empty()) progress << "loss_curve.png: " << failed << "\n";
+    return failed.empty();
+  };
+  auto fixed3 = [](double x) {
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(3) << x;
+    return s.str();
+  };
 
+  // Progress: on a terminal one line rewritten with '\r' every step (validation lines stay);
+  // otherwise a plain line every 10 steps and at each validation.
+  const bool tty = is_terminal(progress);
+  bool line_open = false;  // a rewritten progress line waits for its newline
   TrainReport report;
   const auto t0 = Clock::now();
   auto t_log = t0;
   std::int64_t tokens_since = 0;
-  double last_loss = 0.0, last_val = 0.0;
+  double last_loss = 0.0, tps = 0.0;
+  std::vector<std::size_t> offsets(static_cast<std::size_t>(o.batch));
   std::vector<std::int32_t> inputs(static_cast<std::size_t>(o.batch * T)),
       targets(static_cast<std::size_t>(o.batch * T));
-  for (std::int64_t step = start_step; step < o.steps; ++step) {
+  for (std::int64_t step = start_step; step < end_step; ++step) {
+    sample_offsets(o.seed, step, max_offset, offsets);
     for (std::int64_t b = 0; b < o.batch; ++b) {
-      const std::size_t at = offset(rng);
-      std::copy_n(stream.begin() + static_cast<std::ptrdiff_t>(at), T, inputs.begin() + b * T);
-      std::copy_n(stream.begin() + static_cast<std::ptrdiff_t>(at) + 1, T, targets.begin() + b * T);
+      const auto at = static_cast<std::ptrdiff_t>(offsets[static_cast<std::size_t>(b)]);
+      std::copy_n(stream.begin() + at, T, inputs.begin() + b * T);
+      std::copy_n(stream.begin() + at + 1, T, targets.begin() + b * T);
     }
     opt.zero_grad();
     auto loss = model.loss(inputs, targets, o.batch, T);
@@ -321,18 +516,32 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
     tokens_since += o.batch * T;
     const bool eval = (step + 1) % o.eval_every == 0 || step + 1 == o.steps;
     if (eval) last_val = bits_per_byte(model, validation, o.eval_bytes);
-    if ((step + 1) % 10 == 0 || eval) {
-      const auto now = Clock::now();
+    const bool log_row = (step + 1) % 10 == 0 || eval || step + 1 == end_step;
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    const double eta = elapsed / static_cast<double>(step + 1 - start_step) *
+                       static_cast<double>(o.steps - step - 1);
+    if (log_row) {
       const double dt = std::chrono::duration<double>(now - t_log).count();
-      const double tps = dt > 0 ? tokens_since / dt : 0.0;
-      const double elapsed = std::chrono::duration<double>(now - t0).count();
-      const double eta = elapsed / static_cast<double>(step + 1 - start_step) *
-                         static_cast<double>(o.steps - step - 1);
-      progress << "step " << step + 1 << "/" << o.steps << "  loss " << std::fixed
-               << std::setprecision(3) << last_loss << "  bits/token " << last_loss / std::log(2.0)
-               << "  val bits/byte " << last_val << "  tok/s " << std::setprecision(0) << tps
-               << "  ETA " << eta << " s\n"
-               << std::flush;
+      tps = dt > 0 ? static_cast<double>(tokens_since) / dt : 0.0;
+    }
+    if (tty || log_row) {
+      std::ostringstream line;
+      line << "step " << step + 1 << "/" << o.steps << "  loss " << std::fixed
+           << std::setprecision(3) << last_loss << "  bits/token " << last_loss / std::log(2.0)
+           << "  val bits/byte " << (last_val > 0 ? fixed3(last_val) : std::string("-"))
+           << "  tok/s " << std::setprecision(0)
+           << (tty ? static_cast<double>((step + 1 - start_step) * o.batch * T) / elapsed : tps)
+           << "  ETA " << clock_string(eta);
+      if (tty) {
+        // Clear to the end of the line: a shorter line must not leave the old one's tail.
+        progress << "\r" << line.str() << "\x1b[K" << (eval ? "\n" : "") << std::flush;
+        line_open = !eval;
+      } else {
+        progress << line.str() << "\n" << std::flush;
+      }
+    }
+    if (log_row) {
       log << step + 1 << "," << last_loss << "," << last_loss / std::log(2.0) << ","
           << (eval ? std::to_string(last_val) : std::string()) << "," << tps << "," << opt.lr()
           << "\n";
@@ -340,15 +549,31 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
       t_log = now;
       tokens_since = 0;
     }
-    if (eval) nn::save_checkpoint(ckpt.string(), model, config_json(step + 1, last_val));
+    if (eval) {
+      save(step + 1);
+      if (have_gnuplot) plot();
+    }
   }
-  report.steps = o.steps;
+  if (line_open) progress << "\n";
+  if (end_step <= start_step)
+    progress << "nothing to train: already at step " << start_step << "\n";
+  if (end_step > start_step && end_step % o.eval_every != 0 && end_step != o.steps) {
+    save(end_step);  // stopped between validations (stop_after): resumable from here
+  }
+  log.close();
+  if (!have_gnuplot) {
+    progress << "loss_curve.png skipped: gnuplot is not on PATH (Debian package gnuplot-nox); "
+             << log_file.string() << " has the curve\n";
+  } else if (plot()) {
+    progress << "wrote " << (o.out_dir / "loss_curve.png").string() << "\n";
+  }
+  report.steps = end_step;
   report.final_train_loss = last_loss;
   report.val_bits_per_byte = last_val;
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   report.tokens_per_second =
       report.seconds > 0
-          ? static_cast<double>((o.steps - start_step) * o.batch * T) / report.seconds
+          ? static_cast<double>((end_step - start_step) * o.batch * T) / report.seconds
           : 0;
   report.checkpoint = ckpt;
   return report;

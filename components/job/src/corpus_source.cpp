@@ -31,6 +31,9 @@ std::vector<CorpusItem> corpus_items(const CorpusSourceOptions& o) {
     if (o.max_documents > 0 && docs.size() > o.max_documents) docs.resize(o.max_documents);
     std::vector<CorpusItem> items;
     for (std::size_t k = 0; k < docs.size(); ++k) {
+      if (o.max_document_bytes > 0 && docs[k].bytes.size() > o.max_document_bytes) {
+        docs[k].bytes.resize(o.max_document_bytes);
+      }
       items.push_back(
           {"corpus/" + domain + "/" + o.split + "/" + std::to_string(k), std::move(docs[k].bytes)});
     }
@@ -92,6 +95,8 @@ config::Schema CorpusSource::schema() {
                 "domains to stream, round-robin (empty: every domain of the manifest)")
       .optional("max_documents", Schema::integer(0, 1 << 30).default_value("0"),
                 "documents per domain (0: all)")
+      .optional("max_document_bytes", Schema::integer(0, std::int64_t{1} << 40).default_value("0"),
+                "each document cut to its first N bytes (0: whole documents)")
       .optional("images",
                 Schema::string().default_value(
                     "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
@@ -113,6 +118,9 @@ void CorpusSource::configure(const YAML::Node& config, components::Context& ctx)
   if (config["split"]) o.split = config["split"].as<std::string>();
   if (config["domains"]) o.domains = config["domains"].as<std::vector<std::string>>();
   if (config["max_documents"]) o.max_documents = config["max_documents"].as<std::size_t>();
+  if (config["max_document_bytes"]) {
+    o.max_document_bytes = config["max_document_bytes"].as<std::size_t>();
+  }
   if (config["images"]) o.images = config["images"].as<std::string>();
   if (config["labels"]) o.labels = config["labels"].as<std::string>();
   if (config["image_count"]) o.image_count = config["image_count"].as<std::size_t>();

@@ -30,6 +30,16 @@ inline const std::vector<std::string>& component_names() {
   return kNames;
 }
 
+// The neural component a component kind belongs to, for budgets, priorities and precision:
+// the kind itself when it is one of component_names(), the prefix before '_' when that is
+// (e.g. "blt_predict", the byte LM's predictor stage, belongs to "blt"), else "".
+inline std::string neural_family(const std::string& kind) {
+  for (const auto& name : component_names()) {
+    if (kind == name || kind.starts_with(name + "_")) return name;
+  }
+  return "";
+}
+
 struct Profile {
   std::string name;         // equals the file stem: cpu-default.yaml -> "cpu-default"
   std::string description;  // one line for `neat hw` and logs

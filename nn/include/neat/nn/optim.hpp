@@ -55,12 +55,26 @@ struct AdamWOptions {
   double weight_decay = 0.01;  // decoupled: p -= lr * wd * p
 };
 
+// What AdamW needs to continue exactly where it stopped (checkpoints, --resume): the step
+// count t (bias correction) and the first and second moments m, v, one vector per parameter
+// in the optimizer's parameter order, each of the parameter's numel.
+template <typename T>
+struct AdamWState {
+  int64_t step = 0;
+  std::vector<std::vector<T>> m, v;
+};
+
 // AdamW (Loshchilov & Hutter 2019, Algorithm 2), bias-corrected as torch.optim.AdamW.
 template <typename T>
 class AdamW : public Optimizer<T> {
  public:
   AdamW(std::vector<Tensor<T>> parameters, const AdamWOptions& options);
   void step() override;
+  // The current t, m and v (a copy), for a checkpoint.
+  AdamWState<T> state() const;
+  // Replaces t, m and v. Throws std::invalid_argument (nothing changed) when the number of
+  // moment vectors or any vector's size does not match the parameters.
+  void load_state(AdamWState<T> state);
 
  private:
   AdamWOptions options_;

@@ -39,6 +39,9 @@ struct ByteLMTrainOptions {
   std::filesystem::path corpus = "data/corpus";
   std::vector<std::string> domains = {"en", "de", "it", "es", "c", "python"};
   std::filesystem::path out_dir = "out/train-blt";
+  /// Steps this session runs at most before it stops with a checkpoint (a run in several
+  /// sessions, each continued with resume); 0: until `steps`. The schedule still spans `steps`.
+  std::int64_t stop_after = 0;
 
   /// Schema of configs/train/blt.yaml (every key documented in docs/configuration.md).
   static config::Schema schema();
@@ -55,12 +58,18 @@ struct TrainReport {
   std::filesystem::path checkpoint;
 };
 
-/// Trains the byte LM on the corpus's train split with AdamW and a warm-up + cosine schedule;
-/// writes `train_log.csv` (step, loss, bits per byte, tokens/s, learning rate) and checkpoints
-/// (`byte_lm.ckpt`, config in JSON) to out_dir; prints progress lines to `progress`. Resumes
-/// from out_dir/byte_lm.ckpt when `resume` is true and it exists (weights and step; the AdamW
-/// moments start afresh). Throws data::CorpusError when the corpus is missing (run
-/// `neat data prepare`).
+/// Trains the byte LM on the corpus's train split with AdamW and a warm-up + cosine schedule.
+/// Writes to out_dir: `train_log.csv` (step, loss, bits per token, validation bits per byte,
+/// tokens/s, learning rate), the weights `byte_lm.ckpt` (config in JSON) and the AdamW state
+/// `optimizer.ckpt` (moments m, v and step t) at each validation and when the session stops,
+/// and `loss_curve.png` (train bits per token and validation bits per byte against the step)
+/// with gnuplot when it is on PATH (said on `progress` otherwise). Progress (step/total, loss,
+/// bits, tokens/s, ETA) goes to `progress`: one line rewritten with '\r' when it is a terminal
+/// (std::cerr/std::cout and isatty), plain lines every 10 steps otherwise. With `resume` and an
+/// out_dir/byte_lm.ckpt, it continues exactly: weights, AdamW state, schedule and the batches
+/// (a function of seed and step), so N steps in one run equal N/2 + N/2 resumed; log rows after
+/// the checkpoint are dropped. Throws data::CorpusError when the corpus is missing (run
+/// `neat data prepare`), nn::CheckpointError for an unusable checkpoint or optimizer state.
 TrainReport train_byte_lm(const ByteLMTrainOptions& options, std::ostream& progress,
                           bool resume = false);
 
@@ -72,9 +81,10 @@ double bits_per_byte(const nn::TransformerLM<float>& model,
                      std::uint64_t max_bytes = 0);
 
 /// Next-token entropies H_i = -sum_v p_i(v) ln p_i(v) (nats) at every position of `tokens`
-/// (one document, BOS first), computed incrementally with the KV cache: each position costs one
-/// cached forward step, no quadratic re-run. When the cache is full the context restarts from
-/// the current position (the model's context is its max_seq_len).
+/// (one document, BOS first), computed incrementally with the KV cache by an EntropyStream
+/// (entropy_stream.hpp): each position costs one cached forward step, no quadratic re-run.
+/// When the cache is full the context restarts from the current position (the model's context
+/// is its max_seq_len). Throws std::out_of_range for a token outside the vocabulary.
 std::vector<double> next_token_entropies(const nn::TransformerLM<float>& model,
                                          const std::vector<std::int32_t>& tokens);
 

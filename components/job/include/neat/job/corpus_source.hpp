@@ -27,8 +27,9 @@ struct CorpusItem {
 struct CorpusSourceOptions {
   std::string corpus = "data/corpus";  ///< directory holding manifest.json
   std::string split = "test";
-  std::vector<std::string> domains;  ///< empty: every domain of the manifest
-  std::size_t max_documents = 0;     ///< per domain; 0: all
+  std::vector<std::string> domains;    ///< empty: every domain of the manifest
+  std::size_t max_documents = 0;       ///< per domain; 0: all
+  std::size_t max_document_bytes = 0;  ///< each document cut to its first N bytes; 0: whole
   std::string images = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
   std::string labels = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
   std::size_t image_count = 20;  ///< test images taken (evenly spaced over the file); 0: none
@@ -42,8 +43,8 @@ std::vector<CorpusItem> corpus_items(const CorpusSourceOptions& options);
 
 class CorpusSource : public components::Component {
  public:
-  /// `config:` keys: corpus, split, domains, max_documents, images, labels, image_count,
-  /// chunk_bytes, topic.
+  /// `config:` keys: corpus, split, domains, max_documents, max_document_bytes, images, labels,
+  /// image_count, chunk_bytes, topic.
   static config::Schema schema();
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {topic_}; }

@@ -1,0 +1,81 @@
+// blt_predict: the byte LM as the main job's predictor (DESIGN.md: blt.predict). For every
+// item on `tokens` it scores each target token under the variants of the byte LM the pipeline
+// enables — "base" (the trained LM), "t2" (weights adapted by the document's Transformer²
+// decision on `t2.adaptation`), "titans" (the Titans readout of `titans.readout` injected into
+// the residual stream), "full" (both) — and publishes neat.blt.Scores on `blt.scores` when the
+// item is scored. All variants of a document are scored in the same run from the same inputs,
+// so the report's ablations are exact differences, not separate runs.
+//
+// Causality (DESIGN.md): a document waits for its adaptation and its readouts (with
+// `wait_ms`), then proceeds without a missing one, counting the miss and scoring that variant
+// as the base LM would.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "neat/components/adaptive_batch.hpp"
+#include "neat/components/component.hpp"
+#include "neat/nn/modules.hpp"
+
+namespace neat::job {
+
+/// Block hook for a batch of context windows: `starts` are the windows' first token positions
+/// in the document, all windows `len` tokens long; returns the hook for
+/// TransformerLM::hidden(tokens, starts.size(), len, hook), or an empty function for none.
+using WindowHook = std::function<nn::TransformerLM<float>::BlockHook(
+    const std::vector<std::int64_t>& starts, std::int64_t len)>;
+
+/// ln p(tokens[t + 1] | tokens[w..t]) for t = 0 .. n-2 (nats): the document (BOS first) scored
+/// in consecutive windows of the model's context, each window restarting the context — the
+/// windows of blt::bits_per_byte, which this reproduces for the base LM. `batch` windows of
+/// equal length go through the model in one forward pass (any batch gives the same numbers up
+/// to float rounding). Throws std::invalid_argument for a token outside the vocabulary.
+std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
+                                     const std::vector<std::int32_t>& tokens, int batch = 1,
+                                     const WindowHook& hook = {});
+
+/// Code length, bits, of the byte targets (< 256) among `log_probs` (targets tokens[1..]).
+double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs);
+
+class Predictor : public components::Component {
+ public:
+  /// `config:` keys: model, tokens, adaptation, readout, patches, output, wait_ms, batch
+  /// (initial windows per forward pass; adaptive up to max_batch), max_batch.
+  static config::Schema schema();
+  void configure(const YAML::Node& config, components::Context& ctx) override;
+  std::vector<std::string> publishes() const override { return {output_}; }
+  bool step(components::Context& ctx) override;
+  nlohmann::json stats() const override;
+  bool degrade(const std::string& action) override;
+
+ private:
+  struct Pending {
+    std::string path, modality;
+    std::vector<std::int32_t> tokens;
+    std::uint64_t item_bytes = 0;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  void score(components::Context& ctx, std::uint64_t doc_id, Pending& doc);
+
+  std::string output_ = "blt.scores";
+  std::chrono::milliseconds wait_{60000};
+  std::unique_ptr<nn::TransformerLM<float>> model_;
+  std::map<std::uint64_t, Pending> pending_;
+  std::optional<components::AdaptiveBatch> batch_;
+  bool eos_seen_ = false, eos_sent_ = false;
+  std::uint64_t eos_items_ = 0, eos_bytes_ = 0;
+  // statistics (also the progress of `neat run`)
+  std::uint64_t items_done_ = 0, bytes_ = 0, rejected_ = 0;
+  std::map<std::string, double> bits_;  ///< per variant, over all documents
+  double busy_seconds_ = 0.0;
+  std::uint64_t tokens_scored_ = 0;
+};
+
+}  // namespace neat::job

@@ -1,0 +1,219 @@
+// blt_predict: per-document scoring under the byte LM variants; publishes blt.scores.
+#include "neat/job/predictor.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <stdexcept>
+
+#include "neat/blt/byte_lm.hpp"
+#include "neat/blt/entropy_stream.hpp"
+#include "neat/blt/messages.hpp"
+#include "neat/components/messages.hpp"
+#include "neat/mvot/mvot_component.hpp"
+
+namespace neat::job {
+
+std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
+                                     const std::vector<std::int32_t>& tokens, int batch,
+                                     const WindowHook& hook) {
+  nn::NoGradGuard no_grad;
+  const std::int64_t context = model.config().max_seq_len;
+  const std::int64_t vocab = model.config().vocab_size;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      throw std::invalid_argument("target_log_probs: token " + std::to_string(tokens[i]) +
+                                  " at position " + std::to_string(i) + " is outside [0, " +
+                                  std::to_string(vocab) + ")");
+    }
+  }
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  std::vector<double> out(n > 0 ? static_cast<std::size_t>(n - 1) : 0);
+  // Windows [start, start + len) predict tokens start+1 .. start+len.
+  std::vector<std::int64_t> starts;
+  for (std::int64_t start = 0; start + 1 < n; start += context) starts.push_back(start);
+  auto run = [&](const std::vector<std::int64_t>& group, std::int64_t len) {
+    std::vector<std::int32_t> in;
+    in.reserve(group.size() * static_cast<std::size_t>(len));
+    for (auto s : group) in.insert(in.end(), tokens.begin() + s, tokens.begin() + s + len);
+    const auto b = static_cast<std::int64_t>(group.size());
+    const auto block_hook = hook ? hook(group, len) : nn::TransformerLM<float>::BlockHook{};
+    auto logits = model.lm_head.forward(model.hidden(in, b, len, block_hook)).contiguous();
+    const float* p = logits.data();
+    for (std::int64_t r = 0; r < b; ++r) {
+      for (std::int64_t i = 0; i < len; ++i) {
+        const float* row = p + (r * len + i) * vocab;
+        const std::int32_t target = tokens[static_cast<std::size_t>(group[r] + i + 1)];
+        const auto s = blt::logit_row_stats({row, static_cast<std::size_t>(vocab)});
+        out[static_cast<std::size_t>(group[r] + i)] = double(row[target]) - s.logsumexp;
+      }
+    }
+  };
+  std::vector<std::int64_t> group;
+  for (auto s : starts) {
+    const std::int64_t len = std::min(context, n - 1 - s);
+    if (len != context) {  // the last, shorter window goes alone
+      run({s}, len);
+      continue;
+    }
+    group.push_back(s);
+    if (static_cast<int>(group.size()) >= std::max(1, batch)) {
+      run(group, context);
+      group.clear();
+    }
+  }
+  if (!group.empty()) run(group, context);
+  return out;
+}
+
+double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs) {
+  double nats = 0.0;
+  for (std::size_t t = 0; t < log_probs.size(); ++t) {
+    if (tokens[t + 1] < 256) nats -= log_probs[t];
+  }
+  return nats / std::log(2.0);
+}
+
+config::Schema Predictor::schema() {
+  using config::Schema;
+  return Schema::map()
+      .optional("model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
+                "byte LM checkpoint (relative paths: from the working directory, then the "
+                "source tree)")
+      .optional("tokens", Schema::string().default_value("tokens"), "mvot's token topic")
+      .optional("output", Schema::string().default_value("blt.scores"), "scores topic")
+      .optional("wait_ms", Schema::integer(0, 3600000).default_value("60000"),
+                "how long a document waits for its adaptation and readouts, ms")
+      .optional("batch", Schema::integer(1, 1024).default_value("1"),
+                "context windows per forward pass at the start (then adaptive)")
+      .optional("max_batch", Schema::integer(1, 1024).default_value("16"),
+                "largest batch the adaptive batch size may reach");
+}
+
+namespace {
+std::filesystem::path resolve_model(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.is_relative() && !std::filesystem::exists(p)) {
+    const auto in_tree = std::filesystem::path(NEAT_SOURCE_DIR) / p;
+    if (std::filesystem::exists(in_tree)) return in_tree;
+  }
+  return p;
+}
+}  // namespace
+
+void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
+  auto str = [&](const char* key, std::string fallback) {
+    return config[key] ? config[key].as<std::string>() : fallback;
+  };
+  model_ = blt::load_byte_lm(resolve_model(str("model", "models/blt/byte_lm.bf16.ckpt")));
+  output_ = str("output", output_);
+  if (config["wait_ms"]) wait_ = std::chrono::milliseconds(config["wait_ms"].as<long>());
+  components::AdaptiveBatchOptions b;
+  b.initial = config["batch"] ? config["batch"].as<int>() : 1;
+  b.max = std::max(b.initial, config["max_batch"] ? config["max_batch"].as<int>() : 16);
+  batch_.emplace(b);
+  const auto tokens = str("tokens", "tokens");
+  bus::subscribe<mvot::Tokens>(
+      ctx.node(), tokens, [this, &ctx](const mvot::Tokens& t, const bus::Message& m) {
+        Pending doc;
+        doc.path = t.path;
+        doc.modality = t.modality;
+        doc.item_bytes = t.item_bytes;
+        for (const auto& v : m.tensors()) {
+          if (v.desc().name == "tokens" && v.desc().dtype == bus::DType::i32) {
+            doc.tokens = v.to_vector<std::int32_t>();
+          }
+        }
+        if (doc.tokens.size() != t.token_count) {
+          ++rejected_;
+          ctx.log().error("item {} ({}): tokens tensor missing or {} tokens for token_count {}",
+                          t.doc_id, t.path, doc.tokens.size(), t.token_count);
+          return;
+        }
+        doc.deadline = std::chrono::steady_clock::now() + wait_;
+        pending_[t.doc_id] = std::move(doc);
+      });
+  bus::subscribe<components::EndOfStream>(
+      ctx.node(), tokens, [this](const components::EndOfStream& eos, const bus::Message&) {
+        eos_seen_ = true;
+        eos_items_ = eos.items;
+        eos_bytes_ = eos.bytes;
+      });
+}
+
+void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& doc) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // A document is BOS, its tokens, EOS (mvot sends the item's tokens; text as bytes).
+  std::vector<std::int32_t> tokens;
+  tokens.reserve(doc.tokens.size() + 2);
+  tokens.push_back(blt::kBos);
+  tokens.insert(tokens.end(), doc.tokens.begin(), doc.tokens.end());
+  tokens.push_back(blt::kEos);
+  blt::Scores s;
+  s.doc_id = doc_id;
+  s.path = doc.path;
+  s.modality = doc.modality;
+  s.token_count = tokens.size();
+  for (std::size_t t = 1; t < tokens.size(); ++t) s.bytes += tokens[t] < 256 ? 1 : 0;
+  std::vector<float> logprob;
+  try {
+    const auto lp = target_log_probs(*model_, tokens, batch_->size());
+    s.variants.push_back("base");
+    s.bits.push_back(byte_bits(tokens, lp));
+    logprob.assign(lp.begin(), lp.end());
+  } catch (const std::invalid_argument& e) {
+    ++rejected_;
+    ctx.log().error("item {} ({}): {}", doc_id, doc.path, e.what());
+    return;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  busy_seconds_ += seconds;
+  tokens_scored_ += tokens.size();
+  if (seconds > 0) batch_->observe(double(tokens.size()) / seconds);
+  ++items_done_;
+  bytes_ += s.bytes;
+  for (std::size_t v = 0; v < s.variants.size(); ++v) bits_[s.variants[v]] += s.bits[v];
+  const auto n = static_cast<std::int64_t>(logprob.size());
+  bus::publish(ctx.node(), output_, s,
+               {bus::TensorOut::from_vector("logprob", bus::DType::f32,
+                                            {static_cast<std::int64_t>(s.variants.size()),
+                                             n / static_cast<std::int64_t>(s.variants.size())},
+                                            std::move(logprob))});
+}
+
+bool Predictor::step(components::Context& ctx) {
+  if (pending_.empty()) {
+    if (eos_seen_ && !eos_sent_) {
+      bus::publish(ctx.node(), output_, components::EndOfStream{eos_items_, eos_bytes_});
+      eos_sent_ = true;
+    }
+    return false;
+  }
+  // Documents in order of arrival id; each is scored once its inputs are in (base: at once).
+  auto it = pending_.begin();
+  score(ctx, it->first, it->second);
+  pending_.erase(it);
+  return true;
+}
+
+nlohmann::json Predictor::stats() const {
+  nlohmann::json bits = nlohmann::json::object();
+  for (const auto& [v, b] : bits_) bits[v] = b;
+  return {{"progress",
+           {{"items_done", items_done_},
+            {"bytes", bytes_},
+            {"bits", bits_.count("base") ? bits_.at("base") : 0.0}}},
+          {"pending", pending_.size()},
+          {"rejected", rejected_},
+          {"bits", bits},
+          {"tokens_per_second", busy_seconds_ > 0 ? double(tokens_scored_) / busy_seconds_ : 0.0},
+          {"batch", batch_ ? batch_->to_json() : nlohmann::json()}};
+}
+
+bool Predictor::degrade(const std::string& action) {
+  if (action != "smaller_batch" || !batch_) return false;
+  batch_->shrink();
+  return true;
+}
+
+}  // namespace neat::job
