@@ -12,6 +12,7 @@
 #include "neat/job/report.hpp"
 #include "neat/mvot/mvot_component.hpp"
 #include "neat/t2/t2_component.hpp"
+#include "neat/titans/titans_component.hpp"
 
 namespace neat::cli {
 
@@ -49,6 +50,7 @@ const Registry& builtin_registry() {
                               "adaptive order-0 byte model learning at test time under the "
                               "coordinator's grants"));
     r.add(components::mvot_kind());
+    r.add(components::titans_kind());
     r.add(components::blt_kind());
     r.add(components::t2_kind());
     return r;

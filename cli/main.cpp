@@ -341,6 +341,7 @@ int main(int argc, char** argv) {
   // sub-command modules of the component libraries (cli/commands.hpp)
   std::vector<cli::CommandRunner> modules;
   const cli::CommandParents parents{app, *train};
+  modules.push_back(cli::add_mvot_commands(parents));
   (void)parents;
 
   CLI11_PARSE(app, argc, argv);

@@ -35,8 +35,8 @@ std::vector<std::uint8_t> readme_bytes(std::size_t n) {
   return b;
 }
 
-mvot::Tokens text_item(std::uint64_t id, const std::vector<std::uint8_t>& bytes) {
-  mvot::Tokens t;
+components::Tokens text_item(std::uint64_t id, const std::vector<std::uint8_t>& bytes) {
+  components::Tokens t;
   t.doc_id = id;
   t.path = "README.md";
   t.modality = "text";
@@ -188,7 +188,7 @@ TEST(BltComponent, ImageItemsAreTheirOwnTokenStream) {
   std::vector<std::int32_t> codes(49);
   for (int i = 0; i < 49; ++i) codes[i] = (i * 7) % 512;
   const auto tokens = mvot::image_codes_to_tokens(codes, 512);
-  mvot::Tokens item;
+  components::Tokens item;
   item.doc_id = 3;
   item.path = "shirt.png";
   item.modality = "image";
@@ -219,7 +219,7 @@ TEST(BltComponent, BadItemsAreRejectedAndCountedAndTheNextItemIsProcessed) {
   auto audio = text_item(2, bytes);
   audio.modality = "audio";
   EXPECT_FALSE(d.blt.process(audio, tokens).rejected.empty());
-  mvot::Tokens image = text_item(3, {});
+  components::Tokens image = text_item(3, {});
   image.modality = "image";
   image.token_count = 2;
   const std::vector<std::int32_t> beyond = {mvot::kBoi, 261 + 512};  // outside the vocabulary
@@ -321,7 +321,7 @@ TEST(BltComponentBus, PublishesPatchesEmbeddingsAndStatsAndForwardsEndOfStream) 
   handshake(node, sink, "blt.stats");
 
   const auto a = readme_bytes(300), b = readme_bytes(120);
-  auto send = [&](const mvot::Tokens& item, std::vector<bus::TensorOut> tensors) {
+  auto send = [&](const components::Tokens& item, std::vector<bus::TensorOut> tensors) {
     bus::publish(source, "tokens", item, tensors);
   };
   auto tokens_of = [](const std::vector<std::uint8_t>& bytes) {

@@ -28,21 +28,21 @@ TEST(Predictor, BaseScoresEqualBitsPerByteAtAnyBatch) {
   const auto bytes = real_text(1500);  // six windows of 256 tokens
   ASSERT_EQ(bytes.size(), 1500u);
   const auto tokens = blt::document_tokens(bytes);
-  const auto lp1 = target_log_probs(*model, tokens, 1);
-  const auto lp4 = target_log_probs(*model, tokens, 4);
+  const auto lp1 = blt::target_log_probs(*model, tokens, 1);
+  const auto lp4 = blt::target_log_probs(*model, tokens, 4);
   ASSERT_EQ(lp1.size(), tokens.size() - 1);
   for (std::size_t i = 0; i < lp1.size(); ++i) EXPECT_NEAR(lp1[i], lp4[i], 1e-4);
-  const double bpb = byte_bits(tokens, lp1) / double(bytes.size());
+  const double bpb = blt::byte_bits(tokens, lp1) / double(bytes.size());
   EXPECT_NEAR(bpb, blt::bits_per_byte(*model, {bytes}), 1e-6);
   EXPECT_GT(bpb, 0.5);
   EXPECT_LT(bpb, 6.0);
-  EXPECT_THROW(target_log_probs(*model, {blt::kBos, 9999}), std::invalid_argument);
+  EXPECT_THROW(blt::target_log_probs(*model, {blt::kBos, 9999}), std::invalid_argument);
 }
 
 TEST(Predictor, WindowHookChangesThePredictionsOnlyWhereItAdds) {
   const auto model = blt::load_byte_lm(kModel);
   const auto tokens = blt::document_tokens(real_text(600));
-  const auto base = target_log_probs(*model, tokens, 2);
+  const auto base = blt::target_log_probs(*model, tokens, 2);
   std::vector<std::vector<std::int64_t>> seen;
   // Adds a constant vector after block 1 in the second window only.
   const WindowHook hook = [&](const std::vector<std::int64_t>& starts, std::int64_t len) {
@@ -59,7 +59,7 @@ TEST(Predictor, WindowHookChangesThePredictionsOnlyWhereItAdds) {
       return nn::add(x, nn::Tensorf::from_vector(x.shape(), add));
     };
   };
-  const auto hooked = target_log_probs(*model, tokens, 2, hook);
+  const auto hooked = blt::target_log_probs(*model, tokens, 2, hook);
   ASSERT_FALSE(seen.empty());
   for (std::size_t i = 0; i < base.size(); ++i) {
     if (i < 256) {

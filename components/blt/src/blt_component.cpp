@@ -115,8 +115,9 @@ void BltComponent::configure(const YAML::Node& config, components::Context& ctx)
     }
     if (out.stats) bus::publish(ctx.node(), stats_topic_, *out.stats);
   };
-  bus::subscribe<mvot::Tokens>(
-      ctx.node(), input_, [this, &ctx, publish](const mvot::Tokens& item, const bus::Message& m) {
+  bus::subscribe<components::Tokens>(
+      ctx.node(), input_,
+      [this, &ctx, publish](const components::Tokens& item, const bus::Message& m) {
         const auto tensors = m.tensors();
         if (tensors.size() != 1 || tensors[0].desc().name != "tokens" ||
             tensors[0].desc().dtype != bus::DType::i32 || tensors[0].desc().shape.size() != 1) {
@@ -152,7 +153,8 @@ std::string BltComponent::reject(const std::string& reason) {
   return reason;
 }
 
-BltOutput BltComponent::process(const mvot::Tokens& item, std::span<const std::int32_t> tokens) {
+BltOutput BltComponent::process(const components::Tokens& item,
+                                std::span<const std::int32_t> tokens) {
   BltOutput out;
   if (!model_) throw std::logic_error("blt: process before configure loaded the model");
   const auto where = "item " + std::to_string(item.doc_id) + " (" + item.path + ")";

@@ -170,33 +170,83 @@ nn::Tensor<float> contiguous(const nn::Tensor<float>& t) {
 
 }  // namespace
 
-double bits_per_byte(const nn::TransformerLM<float>& model,
-                     const std::vector<std::vector<std::uint8_t>>& documents,
-                     std::uint64_t max_bytes) {
+std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
+                                     const std::vector<std::int32_t>& tokens, int batch,
+                                     const WindowHook& hook) {
   nn::NoGradGuard no_grad;
   const std::int64_t context = model.config().max_seq_len;
   const std::int64_t vocab = model.config().vocab_size;
-  double nats = 0.0;
-  std::uint64_t bytes = 0;
-  for (const auto& doc : documents) {
-    const auto tokens = document_tokens(doc);
-    const auto n = static_cast<std::int64_t>(tokens.size());
-    for (std::int64_t start = 0; start + 1 < n; start += context) {
-      const std::int64_t len = std::min(context, n - 1 - start);
-      std::vector<std::int32_t> in(tokens.begin() + start, tokens.begin() + start + len);
-      auto logits = contiguous(model.forward(in, 1, len));
-      const float* p = logits.data();
-      for (std::int64_t i = 0; i < len; ++i) {
-        const std::int32_t target = tokens[static_cast<std::size_t>(start + i + 1)];
-        if (target >= 256) continue;  // EOS: not a byte
-        const auto s = logit_row_stats({p + i * vocab, static_cast<std::size_t>(vocab)});
-        nats += s.logsumexp - p[i * vocab + target];
-        ++bytes;
-        if (max_bytes > 0 && bytes >= max_bytes) return nats / (bytes * std::log(2.0));
-      }
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      throw std::invalid_argument("target_log_probs: token " + std::to_string(tokens[i]) +
+                                  " at position " + std::to_string(i) + " is outside [0, " +
+                                  std::to_string(vocab) + ")");
     }
   }
-  return bytes == 0 ? 0.0 : nats / (static_cast<double>(bytes) * std::log(2.0));
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  std::vector<double> out(n > 0 ? static_cast<std::size_t>(n - 1) : 0);
+  // Windows [start, start + len) predict tokens start+1 .. start+len.
+  std::vector<std::int64_t> starts;
+  for (std::int64_t start = 0; start + 1 < n; start += context) starts.push_back(start);
+  auto run = [&](const std::vector<std::int64_t>& group, std::int64_t len) {
+    std::vector<std::int32_t> in;
+    in.reserve(group.size() * static_cast<std::size_t>(len));
+    for (auto s : group) in.insert(in.end(), tokens.begin() + s, tokens.begin() + s + len);
+    const auto b = static_cast<std::int64_t>(group.size());
+    const auto block_hook = hook ? hook(group, len) : nn::TransformerLM<float>::BlockHook{};
+    auto logits = model.lm_head.forward(model.hidden(in, b, len, block_hook)).contiguous();
+    const float* p = logits.data();
+    for (std::int64_t r = 0; r < b; ++r) {
+      for (std::int64_t i = 0; i < len; ++i) {
+        const float* row = p + (r * len + i) * vocab;
+        const std::int32_t target = tokens[static_cast<std::size_t>(group[r] + i + 1)];
+        const auto s = logit_row_stats({row, static_cast<std::size_t>(vocab)});
+        out[static_cast<std::size_t>(group[r] + i)] = double(row[target]) - s.logsumexp;
+      }
+    }
+  };
+  std::vector<std::int64_t> group;
+  for (auto s : starts) {
+    const std::int64_t len = std::min(context, n - 1 - s);
+    if (len != context) {  // the last, shorter window goes alone
+      run({s}, len);
+      continue;
+    }
+    group.push_back(s);
+    if (static_cast<int>(group.size()) >= std::max(1, batch)) {
+      run(group, context);
+      group.clear();
+    }
+  }
+  if (!group.empty()) run(group, context);
+  return out;
+}
+
+double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs) {
+  double nats = 0.0;
+  for (std::size_t t = 0; t < log_probs.size(); ++t) {
+    if (tokens[t + 1] < 256) nats -= log_probs[t];
+  }
+  return nats / std::log(2.0);
+}
+
+double bits_per_byte(const nn::TransformerLM<float>& model,
+                     const std::vector<std::vector<std::uint8_t>>& documents,
+                     std::uint64_t max_bytes) {
+  double bits = 0.0;
+  std::uint64_t bytes = 0;
+  for (const auto& doc : documents) {
+    auto tokens = document_tokens(doc);
+    if (max_bytes > 0 && bytes + doc.size() > max_bytes) {
+      // Score only the bytes still allowed: cut the document (no EOS target then).
+      tokens.resize(1 + (max_bytes - bytes));
+    }
+    const auto lp = target_log_probs(model, tokens);
+    bits += byte_bits(tokens, lp);
+    for (std::size_t t = 1; t < tokens.size(); ++t) bytes += tokens[t] < 256 ? 1 : 0;
+    if (max_bytes > 0 && bytes >= max_bytes) break;
+  }
+  return bytes == 0 ? 0.0 : bits / static_cast<double>(bytes);
 }
 
 std::vector<double> next_token_entropies(const nn::TransformerLM<float>& model,

@@ -13,66 +13,6 @@
 
 namespace neat::job {
 
-std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
-                                     const std::vector<std::int32_t>& tokens, int batch,
-                                     const WindowHook& hook) {
-  nn::NoGradGuard no_grad;
-  const std::int64_t context = model.config().max_seq_len;
-  const std::int64_t vocab = model.config().vocab_size;
-  for (std::size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      throw std::invalid_argument("target_log_probs: token " + std::to_string(tokens[i]) +
-                                  " at position " + std::to_string(i) + " is outside [0, " +
-                                  std::to_string(vocab) + ")");
-    }
-  }
-  const auto n = static_cast<std::int64_t>(tokens.size());
-  std::vector<double> out(n > 0 ? static_cast<std::size_t>(n - 1) : 0);
-  // Windows [start, start + len) predict tokens start+1 .. start+len.
-  std::vector<std::int64_t> starts;
-  for (std::int64_t start = 0; start + 1 < n; start += context) starts.push_back(start);
-  auto run = [&](const std::vector<std::int64_t>& group, std::int64_t len) {
-    std::vector<std::int32_t> in;
-    in.reserve(group.size() * static_cast<std::size_t>(len));
-    for (auto s : group) in.insert(in.end(), tokens.begin() + s, tokens.begin() + s + len);
-    const auto b = static_cast<std::int64_t>(group.size());
-    const auto block_hook = hook ? hook(group, len) : nn::TransformerLM<float>::BlockHook{};
-    auto logits = model.lm_head.forward(model.hidden(in, b, len, block_hook)).contiguous();
-    const float* p = logits.data();
-    for (std::int64_t r = 0; r < b; ++r) {
-      for (std::int64_t i = 0; i < len; ++i) {
-        const float* row = p + (r * len + i) * vocab;
-        const std::int32_t target = tokens[static_cast<std::size_t>(group[r] + i + 1)];
-        const auto s = blt::logit_row_stats({row, static_cast<std::size_t>(vocab)});
-        out[static_cast<std::size_t>(group[r] + i)] = double(row[target]) - s.logsumexp;
-      }
-    }
-  };
-  std::vector<std::int64_t> group;
-  for (auto s : starts) {
-    const std::int64_t len = std::min(context, n - 1 - s);
-    if (len != context) {  // the last, shorter window goes alone
-      run({s}, len);
-      continue;
-    }
-    group.push_back(s);
-    if (static_cast<int>(group.size()) >= std::max(1, batch)) {
-      run(group, context);
-      group.clear();
-    }
-  }
-  if (!group.empty()) run(group, context);
-  return out;
-}
-
-double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs) {
-  double nats = 0.0;
-  for (std::size_t t = 0; t < log_probs.size(); ++t) {
-    if (tokens[t + 1] < 256) nats -= log_probs[t];
-  }
-  return nats / std::log(2.0);
-}
-
 config::Schema Predictor::schema() {
   using config::Schema;
   return Schema::map()
@@ -156,9 +96,9 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
   for (std::size_t t = 1; t < tokens.size(); ++t) s.bytes += tokens[t] < 256 ? 1 : 0;
   std::vector<float> logprob;
   try {
-    const auto lp = target_log_probs(*model_, tokens, batch_->size());
+    const auto lp = blt::target_log_probs(*model_, tokens, batch_->size());
     s.variants.push_back("base");
-    s.bits.push_back(byte_bits(tokens, lp));
+    s.bits.push_back(blt::byte_bits(tokens, lp));
     logprob.assign(lp.begin(), lp.end());
   } catch (const std::invalid_argument& e) {
     ++rejected_;

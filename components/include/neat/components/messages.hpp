@@ -56,4 +56,23 @@ struct UnigramDoc {
   MSGPACK_DEFINE_MAP(doc_id, path, bytes, bits_per_byte);
 };
 
+/// One item as tokens of the unified token space (topic `tokens`, published by mvot), tensor
+/// "tokens" (i32, [token_count]): text as byte tokens, an image as BOI codes EOI.
+struct Tokens {
+  static constexpr std::string_view kSchema = "neat.Tokens";
+  static constexpr std::uint32_t kVersion = 1;
+  std::uint64_t doc_id = 0;
+  std::string path;
+  std::string modality;     ///< "text" or "image"
+  std::string format;       ///< "none", "idx", "png", "pgm"
+  double confidence = 0.0;  ///< modality decision confidence in [0, 1]
+  std::uint64_t token_count = 0;
+  std::uint64_t item_bytes = 0;
+  std::uint64_t images = 0;  ///< 28x28 images in the item (0 for text)
+  double psnr_db = 0.0;      ///< mean per-image PSNR of the round trip, dB (peak 1.0); 0 for text
+  std::int32_t codebook_size = 0;
+  MSGPACK_DEFINE_MAP(doc_id, path, modality, format, confidence, token_count, item_bytes, images,
+                     psnr_db, codebook_size);
+};
+
 }  // namespace neat::components

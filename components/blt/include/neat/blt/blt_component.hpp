@@ -28,8 +28,8 @@
 #include "neat/blt/messages.hpp"
 #include "neat/blt/patcher.hpp"
 #include "neat/components/component.hpp"
+#include "neat/components/messages.hpp"
 #include "neat/components/registry.hpp"
-#include "neat/mvot/mvot_component.hpp"
 
 namespace neat::blt {
 
@@ -80,7 +80,7 @@ class BltComponent : public components::Component {
   /// Processes one whole item (what the `tokens` handler does; tests call it directly).
   /// `tokens` are the item's tokens as mvot sent them. Never throws for bad input: it fills
   /// BltOutput::rejected and counts the rejection.
-  BltOutput process(const mvot::Tokens& item, std::span<const std::int32_t> tokens);
+  BltOutput process(const components::Tokens& item, std::span<const std::int32_t> tokens);
   /// End of the input stream: patches documents still waiting for the calibration and returns
   /// the final statistics.
   BltOutput end_of_stream();
@@ -99,7 +99,7 @@ class BltComponent : public components::Component {
   /// One document: the item and its token stream (text: BOS bytes EOS; image: as sent);
   /// `entropies` are filled while it waits in the calibration sample.
   struct Document {
-    mvot::Tokens item;
+    components::Tokens item;
     std::vector<std::int32_t> tokens;
     std::vector<double> entropies;
   };

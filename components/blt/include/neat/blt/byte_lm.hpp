@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -79,6 +80,24 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& options, std::ostream& progr
 double bits_per_byte(const nn::TransformerLM<float>& model,
                      const std::vector<std::vector<std::uint8_t>>& documents,
                      std::uint64_t max_bytes = 0);
+
+/// Block hook for a batch of context windows: `starts` are the windows' first token positions
+/// in the document, all windows `len` tokens long; returns the hook for
+/// TransformerLM::hidden(tokens, starts.size(), len, hook), or an empty function for none.
+using WindowHook = std::function<nn::TransformerLM<float>::BlockHook(
+    const std::vector<std::int64_t>& starts, std::int64_t len)>;
+
+/// ln p(tokens[t + 1] | tokens[w..t]) for t = 0 .. n-2 (nats): the document (BOS first) scored
+/// in consecutive windows of the model's context, each window restarting the context — the
+/// windows of blt::bits_per_byte, which this reproduces for the base LM. `batch` windows of
+/// equal length go through the model in one forward pass (any batch gives the same numbers up
+/// to float rounding). Throws std::invalid_argument for a token outside the vocabulary.
+std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
+                                     const std::vector<std::int32_t>& tokens, int batch = 1,
+                                     const WindowHook& hook = {});
+
+/// Code length, bits, of the byte targets (< 256) among `log_probs` (targets tokens[1..]).
+double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs);
 
 /// Next-token entropies H_i = -sum_v p_i(v) ln p_i(v) (nats) at every position of `tokens`
 /// (one document, BOS first), computed incrementally with the KV cache by an EntropyStream

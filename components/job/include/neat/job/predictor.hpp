@@ -20,29 +20,14 @@
 #include <string>
 #include <vector>
 
+#include "neat/blt/byte_lm.hpp"
 #include "neat/components/adaptive_batch.hpp"
 #include "neat/components/component.hpp"
 #include "neat/nn/modules.hpp"
 
 namespace neat::job {
 
-/// Block hook for a batch of context windows: `starts` are the windows' first token positions
-/// in the document, all windows `len` tokens long; returns the hook for
-/// TransformerLM::hidden(tokens, starts.size(), len, hook), or an empty function for none.
-using WindowHook = std::function<nn::TransformerLM<float>::BlockHook(
-    const std::vector<std::int64_t>& starts, std::int64_t len)>;
-
-/// ln p(tokens[t + 1] | tokens[w..t]) for t = 0 .. n-2 (nats): the document (BOS first) scored
-/// in consecutive windows of the model's context, each window restarting the context — the
-/// windows of blt::bits_per_byte, which this reproduces for the base LM. `batch` windows of
-/// equal length go through the model in one forward pass (any batch gives the same numbers up
-/// to float rounding). Throws std::invalid_argument for a token outside the vocabulary.
-std::vector<double> target_log_probs(const nn::TransformerLM<float>& model,
-                                     const std::vector<std::int32_t>& tokens, int batch = 1,
-                                     const WindowHook& hook = {});
-
-/// Code length, bits, of the byte targets (< 256) among `log_probs` (targets tokens[1..]).
-double byte_bits(const std::vector<std::int32_t>& tokens, const std::vector<double>& log_probs);
+using blt::WindowHook;
 
 class Predictor : public components::Component {
  public:

@@ -17,28 +17,15 @@
 
 #include "neat/bus/typed.hpp"
 #include "neat/components/component.hpp"
+#include "neat/components/messages.hpp"
 #include "neat/components/registry.hpp"
 #include "neat/mvot/codebook.hpp"
 
 namespace neat::mvot {
 
-/// One item as tokens (topic `tokens`), tensor "tokens" (i32, [token_count]).
-struct Tokens {
-  static constexpr std::string_view kSchema = "neat.Tokens";
-  static constexpr std::uint32_t kVersion = 1;
-  std::uint64_t doc_id = 0;
-  std::string path;
-  std::string modality;     ///< "text" or "image"
-  std::string format;       ///< "none", "idx", "png", "pgm"
-  double confidence = 0.0;  ///< modality decision confidence in [0, 1]
-  std::uint64_t token_count = 0;
-  std::uint64_t item_bytes = 0;
-  std::uint64_t images = 0;  ///< 28x28 images in the item (0 for text)
-  double psnr_db = 0.0;      ///< mean per-image PSNR of the round trip, dB (peak 1.0); 0 for text
-  std::int32_t codebook_size = 0;
-  MSGPACK_DEFINE_MAP(doc_id, path, modality, format, confidence, token_count, item_bytes, images,
-                     psnr_db, codebook_size);
-};
+/// One item as tokens (topic `tokens`): the pipeline message, defined with the others in
+/// neat/components/messages.hpp so that its consumers need not link mvot.
+using Tokens = components::Tokens;
 
 /// Running statistics (topic `mvot.stats`).
 struct MvotStats {
