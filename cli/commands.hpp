@@ -32,5 +32,6 @@ std::string source_path(const std::string& relative);
 // One declaration per module; main.cpp calls each once, in this order.
 // (Add yours here and in main.cpp's `modules` list; cli/CMakeLists.txt globs cmd_*.cpp.)
 CommandRunner add_mvot_commands(const CommandParents& parents);  // cmd_mvot.cpp
+CommandRunner add_t2_commands(const CommandParents& parents);    // cmd_t2.cpp
 
 }  // namespace neat::cli

@@ -60,6 +60,50 @@ void forward_lines(int fd, std::string name) {
   ::close(fd);
 }
 
+// The progress line of `neat run` (LaunchOptions::progress).
+class RunProgress {
+ public:
+  explicit RunProgress(std::chrono::steady_clock::time_point start)
+      : start_(start), tty_(::isatty(STDERR_FILENO) == 1) {}
+  void update(const nlohmann::json& stats) {
+    const auto it = stats.find("component");
+    if (it == stats.end() || !it->is_object() || !it->contains("progress")) return;
+    const auto& p = (*it)["progress"];
+    if (p.contains("items_total")) total_ = p["items_total"].get<std::uint64_t>();
+    if (p.contains("items_done")) {
+      done_ = p["items_done"].get<std::uint64_t>();
+      bytes_ = p.value("bytes", std::uint64_t{0});
+      bits_ = p.value("bits", 0.0);
+    }
+    draw(false);
+  }
+  void finish() {
+    if (drawn_) draw(true);
+    if (tty_ && drawn_) std::fputc('\n', stderr);
+  }
+
+ private:
+  void draw(bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && !tty_ && now - last_ < std::chrono::seconds(10)) return;
+    last_ = now;
+    drawn_ = true;
+    const double s = std::chrono::duration<double>(now - start_).count();
+    const double eta = done_ > 0 && total_ > done_ ? s * double(total_ - done_) / double(done_) : 0;
+    std::fprintf(stderr,
+                 "%s[%llu/%llu items] %.1f KiB, %.3f bits/byte so far, %.1f KiB/s, ETA %.0f s%s",
+                 tty_ ? "\r" : "", static_cast<unsigned long long>(done_),
+                 static_cast<unsigned long long>(total_), double(bytes_) / 1024.0,
+                 bytes_ ? bits_ / double(bytes_) : 0.0, s > 0 ? double(bytes_) / 1024.0 / s : 0.0,
+                 eta, tty_ ? "   " : "\n");
+    std::fflush(stderr);
+  }
+  std::chrono::steady_clock::time_point start_, last_{};
+  bool tty_, drawn_ = false;
+  std::uint64_t total_ = 0, done_ = 0, bytes_ = 0;
+  double bits_ = 0.0;
+};
+
 Child spawn_component(const LaunchOptions& o, const std::string& name, int nice) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
@@ -258,7 +302,13 @@ coordinator::RunOutcome launch(const LaunchOptions& o, const std::atomic<bool>& 
     }
     return false;  // embedded components share the launcher's fate
   });
+  RunProgress progress(std::chrono::steady_clock::now());
+  if (o.progress) {
+    supervisor.on_stats(
+        [&progress](const std::string&, const nlohmann::json& stats) { progress.update(stats); });
+  }
   auto outcome = supervisor.run(stop);
+  if (o.progress) progress.finish();
   stop_embedded = true;
   for (auto& t : threads) t.join();
   for (auto& c : children) reap(c, spec.shutdown_timeout);

@@ -33,6 +33,10 @@ struct LaunchOptions {
   /// Worker threads of the numerical core (nn::set_num_threads) in this process and in every
   /// child: the profile's thread pool. 0 leaves the library default.
   int threads = 0;
+  /// Draw a progress line on stderr (items, bytes, bits per byte so far, throughput, ETA) from
+  /// the components' "progress" statistics: {"items_total"} from the source and {"items_done",
+  /// "bytes", "bits"} from the predictor. Rewritten in place on a terminal, else every 10 s.
+  bool progress = false;
 };
 
 /// CPU priority of each component of `spec` under `profile`: the nice increment of its thread

@@ -25,6 +25,7 @@
 #include "neat/data/corpus.hpp"
 #include "neat/hardware/detect.hpp"
 #include "neat/hardware/profile.hpp"
+#include "neat/job/report.hpp"
 #include "neat/mvot/codebook.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "topic_tools.hpp"
@@ -82,7 +83,12 @@ void print_report_table(const std::filesystem::path& report_file) {
   std::ifstream in(report_file);
   if (!in) return;
   auto report = nlohmann::json::parse(in, nullptr, false);
-  if (report.is_discarded() || !report.contains("documents")) return;
+  if (report.is_discarded()) return;
+  if (report.contains("domains")) {  // the main job's report (components/job)
+    std::cout << job::report_table(report);
+    return;
+  }
+  if (!report.contains("documents")) return;
   const bool online = report["totals"].contains("online_bits_per_byte");
   std::cout << std::left << std::setw(48) << "document" << std::right << std::setw(10) << "bytes"
             << std::setw(16) << "order-0 bits/B" << (online ? "   online bits/B" : "") << "\n";
@@ -142,6 +148,7 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
   o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;
   o.out_dir = out;
   o.neat_binary = self_exe();
+  o.progress = print_table;
   spdlog::info("launching pipeline '{}' (run id {}, output {})", o.spec.name, o.run_id, out);
   auto outcome = cli::launch(o, stop);
   if (print_table && outcome.completed)
@@ -157,6 +164,17 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenBLAS picks its kernels when it loads, by CPU model; on CPUs it does not know (VMs
+  // reporting a generic model) it falls back to SSE3 kernels. Choose by CPU features instead:
+  // set OPENBLAS_CORETYPE and start again, once (children inherit it). An explicit
+  // OPENBLAS_CORETYPE is left alone.
+  if (!std::getenv("OPENBLAS_CORETYPE")) {
+    if (const auto better = nn::better_blas_core(); !better.empty()) {
+      ::setenv("NEAT_BLAS_FALLBACK", nn::blas_core().c_str(), 1);
+      ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
+      ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the fallback
+    }
+  }
   // Logs go to stderr; stdout carries reports, tables and JSON only.
   auto logger = spdlog::stderr_color_mt("neat");
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");
@@ -170,10 +188,11 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "more log output (-v debug, -vv trace)");
 
   // run
-  auto* run = app.add_subcommand("run",
-                                 "run the main job (for now: the demo pipeline) and "
-                                 "print its report");
-  std::string run_pipeline = (config_dir() / "pipelines/demo.yaml").string();
+  auto* run = app.add_subcommand(
+      "run",
+      "run the main job (the prepared test split of every domain and Fashion-MNIST test "
+      "images through mvot, blt, the predictor and the report) and print its report");
+  std::string run_pipeline = (config_dir() / "pipelines/default.yaml").string();
   std::string run_out = "out", run_profile, run_id;
   std::vector<std::string> run_inputs;
   ShapeFlags run_shape;
@@ -342,11 +361,16 @@ int main(int argc, char** argv) {
   std::vector<cli::CommandRunner> modules;
   const cli::CommandParents parents{app, *train};
   modules.push_back(cli::add_mvot_commands(parents));
+  modules.push_back(cli::add_t2_commands(parents));
   (void)parents;
 
   CLI11_PARSE(app, argc, argv);
   if (verbose == 1) spdlog::set_level(spdlog::level::debug);
   if (verbose >= 2) spdlog::set_level(spdlog::level::trace);
+  if (const char* fallback = std::getenv("NEAT_BLAS_FALLBACK")) {
+    spdlog::debug("OpenBLAS kernels {} (it had chosen {} on this CPU; set by neat)",
+                  nn::blas_core(), fallback);
+  }
 
   try {
     for (const auto& module : modules) {
@@ -392,6 +416,10 @@ int main(int argc, char** argv) {
     if (*hw) {
       auto info = hardware::detect_hardware();
       std::cout << hardware::to_string(info) << "\n";
+      const char* fallback = std::getenv("NEAT_BLAS_FALLBACK");
+      std::cout << "blas kernels       OpenBLAS " << nn::blas_core()
+                << (fallback ? std::string(" (set by neat; OpenBLAS chose ") + fallback + ")" : "")
+                << "\n";
       std::vector<std::string> warnings;
       auto profile = hardware::resolve_profile(
           config_dir() / "profiles", info,

@@ -239,6 +239,16 @@ void apply_overrides(PipelineSpec& spec, const PipelineOverrides& o) {
   if (!o.inputs.empty()) {
     bool applied = false;
     for (auto& c : spec.components) {
+      if (c.kind == "corpus_source") {
+        // Files or directories instead of the prepared corpus: the same stage as a plain
+        // source of those paths (chunk size and topic kept).
+        YAML::Node config(YAML::NodeType::Map);
+        for (const char* key : {"chunk_bytes", "topic"}) {
+          if (c.config[key]) config[key] = c.config[key];
+        }
+        c.kind = "source";
+        c.config = config;
+      }
       if (c.kind != "source") continue;
       YAML::Node list(YAML::NodeType::Sequence);
       for (const auto& i : o.inputs) list.push_back(i);

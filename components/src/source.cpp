@@ -132,7 +132,8 @@ nlohmann::json Source::stats() const {
   return {{"files", files_.size()},
           {"items_sent", items_},
           {"bytes_sent", bytes_},
-          {"unreadable", unreadable_}};
+          {"unreadable", unreadable_},
+          {"progress", {{"items_total", files_.size()}}}};
 }
 
 std::string Source::snapshot() const {

@@ -167,6 +167,7 @@ void Supervisor::handle(const bus::ControlServer::Incoming& in) {
     auto j = nlohmann::json::parse(m.text, nullptr, false);
     if (j.is_discarded()) return;
     s.stats = std::move(j);
+    if (on_stats_) on_stats_(s.name, s.stats);
     const auto& memory = s.stats["component"]["memory"];
     if (budget_ && memory.is_object() && memory.contains("current_bytes")) {
       auto cmd = budget_->report(s.name, memory["current_bytes"].get<std::uint64_t>(),

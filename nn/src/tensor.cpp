@@ -3,6 +3,8 @@
 
 #include <cblas.h>
 
+#include <cctype>
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
@@ -128,6 +130,27 @@ void set_num_threads(int n) {
   openblas_set_num_threads(n);
   Eigen::setNbThreads(n);
   g_threads.store(n);
+}
+
+std::string blas_core() {
+  const char* name = openblas_get_corename();
+  return name ? name : "";
+}
+
+std::string better_blas_core() {
+  std::string core = blas_core();
+  for (auto& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  for (const char* good : {"skylakex", "cooperlake", "sapphirerapids"}) {
+    if (core == good) return "";
+  }
+  if (avx512) return "SkylakeX";
+  for (const char* good : {"haswell", "zen"}) {
+    if (core == good) return "";
+  }
+  return avx2 ? "Haswell" : "";
 }
 
 int num_threads() {

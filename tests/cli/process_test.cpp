@@ -294,6 +294,26 @@ TEST(Cli, VersionAndHelpWork) {
   }
 }
 
+TEST(Cli, OpenBlasKernelsAreChosenByCpuFeatures) {
+  // OpenBLAS picks kernels by CPU model and falls back to SSE3 ones on CPUs it does not know;
+  // neat re-executes itself with OPENBLAS_CORETYPE chosen from the CPU's features.
+  NeatProcess hw({"hw"});
+  ASSERT_EQ(hw.wait(), 0);
+  const auto out = hw.output();
+  const auto at = out.find("blas kernels");
+  ASSERT_NE(at, std::string::npos) << out;
+  const auto line = out.substr(at, out.find('\n', at) - at);
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (avx512) {
+    EXPECT_TRUE(line.find("SkylakeX ") != std::string::npos ||
+                line.find("Cooperlake") != std::string::npos ||
+                line.find("SapphireRapids") != std::string::npos)
+        << line;
+  }
+  EXPECT_EQ(line.find("Prescott (") == std::string::npos || !avx512, true) << line;
+}
+
 }  // namespace
 
 namespace {

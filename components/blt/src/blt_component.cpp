@@ -2,6 +2,8 @@
 // latents, the document embedding, bits per byte, calibration and the bus handlers.
 #include "neat/blt/blt_component.hpp"
 
+#include "neat/components/paths.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -93,7 +95,7 @@ void BltComponent::configure(const YAML::Node& config, components::Context& ctx)
   memory_tag_ = ctx.name();
   {
     nn::MemoryTag tag(memory_tag_);
-    model_ = load_byte_lm(model_file);
+    model_ = load_byte_lm(components::resolve_path(model_file));
     std::int64_t context = 0;
     if (config["context"]) context = config["context"].as<std::int64_t>();
     stream_ = std::make_unique<EntropyStream>(*model_, context);

@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "neat/components/messages.hpp"
+#include "neat/components/paths.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/mvot/idx.hpp"
 #include "neat/mvot/image_io.hpp"
@@ -15,11 +16,12 @@
 namespace neat::job {
 
 std::vector<CorpusItem> corpus_items(const CorpusSourceOptions& o) {
-  if (!std::filesystem::exists(std::filesystem::path(o.corpus) / "manifest.json")) {
+  const auto corpus = components::resolve_path(o.corpus);
+  if (!std::filesystem::exists(corpus / "manifest.json")) {
     throw data::CorpusError("no prepared corpus in " + o.corpus +
                             " (no manifest.json): run `neat data prepare` first");
   }
-  const auto manifest = data::load_manifest(o.corpus);
+  const auto manifest = data::load_manifest(corpus);
   const auto split = data::parse_split(o.split);
   std::vector<std::string> domains = o.domains;
   if (domains.empty()) {
@@ -159,7 +161,10 @@ bool CorpusSource::step(components::Context& ctx) {
 }
 
 nlohmann::json CorpusSource::stats() const {
-  return {{"items", items_.size()}, {"items_sent", sent_items_}, {"bytes_sent", sent_bytes_}};
+  return {{"items", items_.size()},
+          {"items_sent", sent_items_},
+          {"bytes_sent", sent_bytes_},
+          {"progress", {{"items_total", items_.size()}}}};
 }
 
 std::string CorpusSource::snapshot() const {

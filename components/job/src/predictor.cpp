@@ -9,6 +9,7 @@
 #include "neat/blt/entropy_stream.hpp"
 #include "neat/blt/messages.hpp"
 #include "neat/components/messages.hpp"
+#include "neat/components/paths.hpp"
 #include "neat/mvot/mvot_component.hpp"
 
 namespace neat::job {
@@ -29,22 +30,12 @@ config::Schema Predictor::schema() {
                 "largest batch the adaptive batch size may reach");
 }
 
-namespace {
-std::filesystem::path resolve_model(const std::string& path) {
-  std::filesystem::path p(path);
-  if (p.is_relative() && !std::filesystem::exists(p)) {
-    const auto in_tree = std::filesystem::path(NEAT_SOURCE_DIR) / p;
-    if (std::filesystem::exists(in_tree)) return in_tree;
-  }
-  return p;
-}
-}  // namespace
-
 void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
   auto str = [&](const char* key, std::string fallback) {
     return config[key] ? config[key].as<std::string>() : fallback;
   };
-  model_ = blt::load_byte_lm(resolve_model(str("model", "models/blt/byte_lm.bf16.ckpt")));
+  model_ =
+      blt::load_byte_lm(components::resolve_path(str("model", "models/blt/byte_lm.bf16.ckpt")));
   output_ = str("output", output_);
   if (config["wait_ms"]) wait_ = std::chrono::milliseconds(config["wait_ms"].as<long>());
   components::AdaptiveBatchOptions b;

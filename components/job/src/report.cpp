@@ -136,6 +136,18 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
     by_domain[name] = std::move(j);
   }
   auto totals = totals_json(all);
+  if (run_compressors && domains.size() > 1) {
+    // All text as one stream, the byte LM's totals' counterpart.
+    std::vector<std::uint8_t> text;
+    for (const auto& [name, t] : domains) text.insert(text.end(), t.text.begin(), t.text.end());
+    nlohmann::json c = nlohmann::json::object();
+    for (auto compressor : data::kCompressors) {
+      const auto r = data::compress_stream(compressor, text);
+      c[std::string(data::compressor_name(compressor))] =
+          r.bits_per_byte() ? nlohmann::json(*r.bits_per_byte()) : nlohmann::json(nullptr);
+    }
+    totals["compressors"] = c;
+  }
   totals["items"] = items.size();
   totals["image_items"] = image_items;
   totals["images"] = psnr_images;

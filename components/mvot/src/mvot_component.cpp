@@ -1,6 +1,8 @@
 // mvot component: item assembly, modality decision, tokenization, statistics.
 #include "neat/mvot/mvot_component.hpp"
 
+#include "neat/components/paths.hpp"
+
 #include "neat/components/messages.hpp"
 #include "neat/mvot/modality.hpp"
 #include "neat/mvot/tokens.hpp"
@@ -86,7 +88,7 @@ void MvotComponent::configure(const YAML::Node& config, components::Context& ctx
   if (config["output"]) output_ = config["output"].as<std::string>();
   if (config["stats_topic"]) stats_topic_ = config["stats_topic"].as<std::string>();
   if (config["stats_every"]) stats_every_ = config["stats_every"].as<std::uint64_t>();
-  if (!codebook_) codebook_.emplace(Codebook::load(file));
+  if (!codebook_) codebook_.emplace(Codebook::load(components::resolve_path(file)));
   using components::EndOfStream;
   using components::InputChunk;
   bus::subscribe<InputChunk>(

@@ -95,6 +95,12 @@ class Supervisor {
   /// statistics; one over its grant is sent a degrade command.
   void set_memory_budget(MemoryBudgetManager budget) { budget_.emplace(std::move(budget)); }
 
+  /// Called (on the supervisor's thread) with each statistics report of a component: its name
+  /// and the JSON it sent ({"bus": ..., "component": ...}). A launcher draws progress from it.
+  void on_stats(std::function<void(const std::string&, const nlohmann::json&)> fn) {
+    on_stats_ = std::move(fn);
+  }
+
   /// Restarts a component's process (crash recovery); returns false if it cannot.
   void set_restarter(std::function<bool(const std::string&)> fn) { restarter_ = std::move(fn); }
 
@@ -122,6 +128,7 @@ class Supervisor {
   std::set<std::tuple<std::string, std::string, std::string>> pending_acks_;
   std::function<void(const std::string&)> on_missing_;
   std::function<bool(const std::string&)> restarter_;
+  std::function<void(const std::string&, const nlohmann::json&)> on_stats_;
   std::map<std::string, std::deque<Snapshot>> snapshots_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> trimmed_;  // (publisher, topic)
   bool running_ = false;

@@ -58,6 +58,17 @@ MemoryStats memory_stats(const std::string& tag);
 void set_num_threads(int n);
 int num_threads();
 
+// The CPU kernel set OpenBLAS chose when it loaded (openblas_get_corename): "SkylakeX",
+// "Haswell", "Prescott", ...
+std::string blas_core();
+// The kernel set this CPU can run when OpenBLAS fell back to a lesser one (it matches CPUs by
+// model number, and VMs that report a generic model, e.g. "Intel Xeon Processor", get the
+// SSE3 "Prescott" kernels: 3-4x slower GEMMs than AVX-512): "SkylakeX" with AVX-512 F/BW/VL/DQ,
+// "Haswell" with AVX2 and FMA; "" when the loaded choice is already as good. OpenBLAS reads
+// the choice from the environment variable OPENBLAS_CORETYPE when it loads, so a process must
+// set it and re-execute itself (the `neat` binary does; see cli/main.cpp).
+std::string better_blas_core();
+
 // While a NoGradGuard lives on this thread, ops record no graph (inference, optimizer steps).
 class NoGradGuard {
  public:

@@ -1,0 +1,153 @@
+// Transformer² experts over the byte LM (Sun et al. 2025, §3.1–3.2): the SVD factors of every
+// MLP matrix of a TransformerLM, the per-domain expert vectors z (one per matrix), the
+// prototypes of the task embeddings, the mixture z' = Σ_k α_k z_k, an LRU + TTL cache of the
+// composed weights keyed by α, and the function that applies an Adaptation to a model copy.
+// Invariant: an ExpertSet's z vectors have exactly the ranks of the ModelFactors it was trained
+// on (checked when loading against a model and when composing).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "neat/blt/messages.hpp"
+#include "neat/nn/modules.hpp"
+#include "neat/t2/svf.hpp"
+
+namespace neat::t2 {
+
+/// Parameter names of the matrices SVF adapts: blocks.<i>.mlp.up.weight (mlp_hidden x dim) and
+/// blocks.<i>.mlp.down.weight (dim x mlp_hidden) of every block, in block order.
+std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model);
+
+/// The SVD factors of every adapted matrix of one model (same order as mlp_matrix_names).
+struct ModelFactors {
+  std::vector<std::string> names;
+  std::vector<SvfFactors> factors;
+  /// Decomposes every MLP matrix of `model` with `options` (see decompose()).
+  static ModelFactors decompose(const nn::TransformerLM<float>& model, const SvdOptions& options);
+  std::vector<std::int64_t> ranks() const;
+};
+
+/// One expert: z for each adapted matrix (lengths = ranks), Sun et al. eq. 1.
+using ExpertVector = std::vector<std::vector<float>>;
+/// z = 1 for every matrix: the base model.
+ExpertVector identity_expert(const ModelFactors& factors);
+
+/// A class the dispatcher can choose: an expert domain (α one-hot) or a few-shot domain
+/// (α from CEM over the experts), with its prototype task embedding.
+struct DispatchClass {
+  std::string name;
+  bool fewshot = false;
+  std::vector<double> alpha;     ///< one per expert domain
+  std::vector<float> prototype;  ///< mean task embedding, [dim]
+};
+
+/// The trained experts (`neat train t2`), stored as an nn checkpoint (msgpack + CRC-32):
+/// tensors "z.<domain>.<matrix>" (f32, [rank]), "prototype.<class>" (f32, [dim]),
+/// "alpha.<class>" (f32, [experts]); the config block is JSON with domains, classes, matrices,
+/// ranks and the provenance.
+struct ExpertSet {
+  std::vector<std::string> matrices;
+  std::vector<std::int64_t> ranks;
+  std::vector<std::string> domains;    ///< expert domains, in α order
+  std::vector<ExpertVector> experts;   ///< one per domain
+  std::vector<DispatchClass> classes;  ///< experts first, then few-shot domains
+  nlohmann::json provenance = nlohmann::json::object();
+
+  /// z' = Σ_k α_k z_k (Sun et al. §3.2). Throws std::invalid_argument if α has the wrong length.
+  ExpertVector mix(const std::vector<double>& alpha) const;
+  /// Index of an expert domain; throws std::out_of_range naming the known ones.
+  std::size_t domain_index(const std::string& domain) const;
+  /// Throws std::invalid_argument when the ranks or matrix names differ from `factors`.
+  void check_compatible(const ModelFactors& factors) const;
+
+  void save(const std::filesystem::path& file) const;
+  /// Throws nn::CheckpointError (corrupt file) or std::runtime_error (missing tensor, bad
+  /// config), naming the file.
+  static ExpertSet load(const std::filesystem::path& file);
+};
+
+/// Adapted weights of every matrix, composed W' = U diag(σ ⊙ z') Vᵀ (f32, row-major).
+struct ComposedWeights {
+  std::vector<std::vector<float>> matrices;
+  std::uint64_t bytes() const;
+};
+ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z);
+
+struct WeightCacheOptions {
+  std::size_t max_entries = 8;             ///< LRU capacity in entries
+  std::uint64_t max_bytes = 256ull << 20;  ///< LRU capacity in bytes of composed weights
+  double ttl_seconds = 600.0;              ///< an entry older than this is recomposed
+};
+struct WeightCacheStats {
+  std::uint64_t hits = 0, misses = 0, evictions = 0, expirations = 0;
+  std::uint64_t entries = 0, bytes = 0;
+  double hit_rate() const {
+    return hits + misses ? static_cast<double>(hits) / static_cast<double>(hits + misses) : 0.0;
+  }
+};
+
+/// Composed weights keyed by α (rounded to 1e-9), least recently used evicted first when the
+/// entry or byte limit is passed, expired after ttl_seconds. Thread-safe (one mutex): the t2
+/// component and blt's predictor may share one in an embedded run.
+class WeightCache {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit WeightCache(
+      WeightCacheOptions options = {},
+      std::function<Clock::time_point()> now = [] { return Clock::now(); });
+  /// The cached weights for α, or compose() them (a miss), insert and return them. An entry
+  /// larger than max_bytes is returned without being kept.
+  std::shared_ptr<const ComposedWeights> get_or_compose(
+      const std::vector<double>& alpha, const std::function<ComposedWeights()>& compose);
+  bool contains(const std::vector<double>& alpha) const;
+  WeightCacheStats stats() const;
+
+ private:
+  struct Entry {
+    std::string key;
+    std::shared_ptr<const ComposedWeights> weights;
+    Clock::time_point inserted;
+  };
+  void evict_locked();
+  WeightCacheOptions options_;
+  std::function<Clock::time_point()> now_;
+  mutable std::mutex mutex_;
+  std::list<Entry> lru_;  ///< most recent first
+  std::map<std::string, std::list<Entry>::iterator> index_;
+  WeightCacheStats stats_;
+};
+
+/// A new TransformerLM with the architecture and every parameter of `model` (copied).
+std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<float>& model);
+/// Writes composed weights into the MLP matrices of `target` (same architecture as factors).
+void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
+                   nn::TransformerLM<float>& target);
+/// Pass 2 for one document: α of `adaptation` (over adaptation.domains, matched by name to the
+/// expert set) → z' → W' for every MLP matrix through `cache` → written into `target` (a copy of
+/// the base model that the caller owns, e.g. from copy_model). Returns the weights used.
+/// Throws std::invalid_argument for an unknown domain or a mismatch of lengths.
+std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& adaptation,
+                                                        const ExpertSet& experts,
+                                                        const ModelFactors& factors,
+                                                        WeightCache& cache,
+                                                        nn::TransformerLM<float>& target);
+
+/// Task embedding (pass 1): mean over the first `positions` tokens (BOS + bytes) of the
+/// model's final hidden states norm_f(x_L), [dim]. The same quantity blt publishes on
+/// `blt.doc_embedding`. Throws std::invalid_argument when positions exceeds the context.
+std::vector<float> task_embedding(const nn::TransformerLM<float>& model,
+                                  const std::vector<std::uint8_t>& bytes,
+                                  std::int64_t positions = 256);
+
+}  // namespace neat::t2

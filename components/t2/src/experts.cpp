@@ -1,0 +1,348 @@
+// Experts, mixtures, the composed-weight cache and the application of an Adaptation.
+#include "neat/t2/experts.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+#include <stdexcept>
+
+#include "neat/blt/byte_lm.hpp"
+#include "neat/nn/checkpoint.hpp"
+
+namespace neat::t2 {
+
+namespace {
+
+nn::Tensor<float>& mlp_matrix(nn::TransformerLM<float>& model, std::size_t index) {
+  auto& block = *model.blocks.at(index / 2);
+  return index % 2 == 0 ? block.mlp.up.weight : block.mlp.down.weight;
+}
+const nn::Tensor<float>& mlp_matrix(const nn::TransformerLM<float>& model, std::size_t index) {
+  const auto& block = *model.blocks.at(index / 2);
+  return index % 2 == 0 ? block.mlp.up.weight : block.mlp.down.weight;
+}
+
+nn::CheckpointTensor f32_tensor(std::string name, const std::vector<float>& values) {
+  nn::CheckpointTensor t;
+  t.name = std::move(name);
+  t.dtype = nn::DType::f32;
+  t.shape = {static_cast<std::int64_t>(values.size())};
+  t.data.resize(values.size() * 4);
+  if (!values.empty()) std::memcpy(t.data.data(), values.data(), t.data.size());
+  return t;
+}
+
+std::vector<float> f32_values(const nn::CheckpointTensor& t, const std::string& file) {
+  if (t.dtype != nn::DType::f32 || t.shape.size() != 1) {
+    throw std::runtime_error(file + ": tensor '" + t.name + "' must be a 1-D f32 vector");
+  }
+  std::vector<float> v(t.data.size() / 4);
+  if (!v.empty()) std::memcpy(v.data(), t.data.data(), v.size() * 4);
+  return v;
+}
+
+std::string alpha_key(const std::vector<double>& alpha) {
+  std::ostringstream s;
+  for (double a : alpha) s << std::llround(a * 1e9) << ',';
+  return s.str();
+}
+
+}  // namespace
+
+std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model) {
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < model.blocks.size(); ++i) {
+    names.push_back("blocks." + std::to_string(i) + ".mlp.up.weight");
+    names.push_back("blocks." + std::to_string(i) + ".mlp.down.weight");
+  }
+  return names;
+}
+
+ModelFactors ModelFactors::decompose(const nn::TransformerLM<float>& model,
+                                     const SvdOptions& options) {
+  ModelFactors m;
+  m.names = mlp_matrix_names(model);
+  for (std::size_t i = 0; i < m.names.size(); ++i) {
+    const auto& w = mlp_matrix(model, i);
+    m.factors.push_back(t2::decompose(w.contiguous().to_vector(), w.size(0), w.size(1), options));
+  }
+  return m;
+}
+
+std::vector<std::int64_t> ModelFactors::ranks() const {
+  std::vector<std::int64_t> r;
+  for (const auto& f : factors) r.push_back(f.rank);
+  return r;
+}
+
+ExpertVector identity_expert(const ModelFactors& factors) {
+  ExpertVector z;
+  for (const auto& f : factors.factors) z.emplace_back(static_cast<std::size_t>(f.rank), 1.0f);
+  return z;
+}
+
+ExpertVector ExpertSet::mix(const std::vector<double>& alpha) const {
+  if (alpha.size() != experts.size() || experts.empty()) {
+    throw std::invalid_argument("t2: mixture has " + std::to_string(alpha.size()) +
+                                " weights for " + std::to_string(experts.size()) + " experts");
+  }
+  ExpertVector z(experts.front().size());
+  for (std::size_t m = 0; m < z.size(); ++m) {
+    z[m].assign(experts.front()[m].size(), 0.0f);
+    for (std::size_t k = 0; k < experts.size(); ++k) {
+      const auto a = static_cast<float>(alpha[k]);
+      for (std::size_t r = 0; r < z[m].size(); ++r) z[m][r] += a * experts[k][m][r];
+    }
+  }
+  return z;
+}
+
+std::size_t ExpertSet::domain_index(const std::string& domain) const {
+  for (std::size_t i = 0; i < domains.size(); ++i)
+    if (domains[i] == domain) return i;
+  std::string known;
+  for (const auto& d : domains) known += (known.empty() ? "" : ", ") + d;
+  throw std::out_of_range("t2: no expert for domain '" + domain + "' (experts: " + known + ")");
+}
+
+void ExpertSet::check_compatible(const ModelFactors& factors) const {
+  if (factors.names != matrices || factors.ranks() != ranks) {
+    throw std::invalid_argument(
+        "t2: the experts were trained on other SVD factors (matrix names or ranks differ); "
+        "decompose the base model with the experts' settings (energy_fraction 1)");
+  }
+}
+
+void ExpertSet::save(const std::filesystem::path& file) const {
+  nn::Checkpoint c;
+  nlohmann::json cfg;
+  cfg["format"] = "neat.t2.experts";
+  cfg["version"] = 1;
+  cfg["matrices"] = matrices;
+  cfg["ranks"] = ranks;
+  cfg["domains"] = domains;
+  nlohmann::json cls = nlohmann::json::array();
+  for (const auto& k : classes) cls.push_back({{"name", k.name}, {"fewshot", k.fewshot}});
+  cfg["classes"] = cls;
+  cfg["provenance"] = provenance;
+  c.config = cfg.dump(1);
+  for (std::size_t d = 0; d < domains.size(); ++d)
+    for (std::size_t m = 0; m < matrices.size(); ++m)
+      c.tensors.push_back(f32_tensor("z." + domains[d] + "." + matrices[m], experts[d][m]));
+  for (const auto& k : classes) {
+    c.tensors.push_back(f32_tensor("prototype." + k.name, k.prototype));
+    c.tensors.push_back(
+        f32_tensor("alpha." + k.name, std::vector<float>(k.alpha.begin(), k.alpha.end())));
+  }
+  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
+  nn::write_checkpoint(file.string(), c);
+}
+
+ExpertSet ExpertSet::load(const std::filesystem::path& file) {
+  const auto c = nn::read_checkpoint(file.string());
+  const auto name = file.string();
+  const auto cfg = nlohmann::json::parse(c.config, nullptr, false);
+  if (cfg.is_discarded() || cfg.value("format", "") != "neat.t2.experts") {
+    throw std::runtime_error(name + ": not a neat.t2.experts file (config block)");
+  }
+  std::map<std::string, const nn::CheckpointTensor*> by_name;
+  for (const auto& t : c.tensors) by_name[t.name] = &t;
+  auto get = [&](const std::string& key) -> const nn::CheckpointTensor& {
+    const auto it = by_name.find(key);
+    if (it == by_name.end()) throw std::runtime_error(name + ": missing tensor '" + key + "'");
+    return *it->second;
+  };
+  ExpertSet s;
+  try {
+    s.matrices = cfg.at("matrices").get<std::vector<std::string>>();
+    s.ranks = cfg.at("ranks").get<std::vector<std::int64_t>>();
+    s.domains = cfg.at("domains").get<std::vector<std::string>>();
+    s.provenance = cfg.value("provenance", nlohmann::json::object());
+    if (s.ranks.size() != s.matrices.size()) throw std::runtime_error("ranks and matrices differ");
+    for (const auto& d : s.domains) {
+      ExpertVector z;
+      for (std::size_t m = 0; m < s.matrices.size(); ++m) {
+        z.push_back(f32_values(get("z." + d + "." + s.matrices[m]), name));
+        if (static_cast<std::int64_t>(z.back().size()) != s.ranks[m]) {
+          throw std::runtime_error("z." + d + "." + s.matrices[m] + " has the wrong length");
+        }
+      }
+      s.experts.push_back(std::move(z));
+    }
+    for (const auto& k : cfg.at("classes")) {
+      DispatchClass dc;
+      dc.name = k.at("name").get<std::string>();
+      dc.fewshot = k.at("fewshot").get<bool>();
+      dc.prototype = f32_values(get("prototype." + dc.name), name);
+      const auto a = f32_values(get("alpha." + dc.name), name);
+      dc.alpha.assign(a.begin(), a.end());
+      if (dc.alpha.size() != s.domains.size()) {
+        throw std::runtime_error("alpha." + dc.name + " has the wrong length");
+      }
+      s.classes.push_back(std::move(dc));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(name + ": bad config block: " + e.what());
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    if (what.rfind(name, 0) == 0) throw;
+    throw std::runtime_error(name + ": " + what);
+  }
+  return s;
+}
+
+std::uint64_t ComposedWeights::bytes() const {
+  std::uint64_t b = 0;
+  for (const auto& m : matrices) b += m.size() * sizeof(float);
+  return b;
+}
+
+ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z) {
+  if (z.size() != factors.factors.size()) {
+    throw std::invalid_argument("t2: expert has " + std::to_string(z.size()) + " z vectors for " +
+                                std::to_string(factors.factors.size()) + " matrices");
+  }
+  ComposedWeights w;
+  w.matrices.resize(z.size());
+  for (std::size_t m = 0; m < z.size(); ++m) compose(factors.factors[m], z[m], w.matrices[m]);
+  return w;
+}
+
+WeightCache::WeightCache(WeightCacheOptions options, std::function<Clock::time_point()> now)
+    : options_(options), now_(std::move(now)) {}
+
+void WeightCache::evict_locked() {
+  while (!lru_.empty() &&
+         (lru_.size() > options_.max_entries || stats_.bytes > options_.max_bytes)) {
+    stats_.bytes -= lru_.back().weights->bytes();
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+    ++stats_.evictions;
+  }
+  stats_.entries = lru_.size();
+}
+
+std::shared_ptr<const ComposedWeights> WeightCache::get_or_compose(
+    const std::vector<double>& alpha, const std::function<ComposedWeights()>& compose) {
+  const std::string key = alpha_key(alpha);
+  {
+    std::lock_guard lock(mutex_);
+    const auto it = index_.find(key);
+    if (it != index_.end()) {
+      const double age = std::chrono::duration<double>(now_() - it->second->inserted).count();
+      if (age <= options_.ttl_seconds) {
+        ++stats_.hits;
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return lru_.front().weights;
+      }
+      stats_.bytes -= it->second->weights->bytes();
+      lru_.erase(it->second);
+      index_.erase(it);
+      ++stats_.expirations;
+      stats_.entries = lru_.size();
+    }
+    ++stats_.misses;
+  }
+  auto weights = std::make_shared<const ComposedWeights>(compose());  // outside the lock
+  std::lock_guard lock(mutex_);
+  if (weights->bytes() > options_.max_bytes || options_.max_entries == 0) return weights;
+  if (const auto it = index_.find(key); it != index_.end()) {  // composed meanwhile
+    stats_.bytes -= it->second->weights->bytes();
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
+  lru_.push_front({key, weights, now_()});
+  index_[key] = lru_.begin();
+  stats_.bytes += weights->bytes();
+  evict_locked();
+  return weights;
+}
+
+bool WeightCache::contains(const std::vector<double>& alpha) const {
+  std::lock_guard lock(mutex_);
+  return index_.count(alpha_key(alpha)) > 0;
+}
+
+WeightCacheStats WeightCache::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<float>& model) {
+  auto copy = std::make_unique<nn::TransformerLM<float>>(model.config());
+  const auto src = model.named_parameters();
+  auto dst = copy->named_parameters();
+  for (std::size_t i = 0; i < src.size(); ++i) {
+    const auto values = src[i].second.contiguous().to_vector();
+    std::memcpy(dst[i].second.data(), values.data(), values.size() * sizeof(float));
+  }
+  return copy;
+}
+
+void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
+                   nn::TransformerLM<float>& target) {
+  if (weights.matrices.size() != factors.factors.size() ||
+      target.blocks.size() * 2 != factors.factors.size()) {
+    throw std::invalid_argument("t2: composed weights do not match the target model");
+  }
+  for (std::size_t m = 0; m < weights.matrices.size(); ++m) {
+    auto& w = mlp_matrix(target, m);
+    if (!w.is_contiguous() || w.numel() != static_cast<std::int64_t>(weights.matrices[m].size())) {
+      throw std::invalid_argument("t2: " + factors.names[m] + " has another shape in the target");
+    }
+    std::memcpy(w.data(), weights.matrices[m].data(), weights.matrices[m].size() * sizeof(float));
+  }
+}
+
+std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& adaptation,
+                                                        const ExpertSet& experts,
+                                                        const ModelFactors& factors,
+                                                        WeightCache& cache,
+                                                        nn::TransformerLM<float>& target) {
+  if (adaptation.alpha.size() != adaptation.domains.size()) {
+    throw std::invalid_argument("t2: adaptation of document " + std::to_string(adaptation.doc_id) +
+                                " has " + std::to_string(adaptation.alpha.size()) +
+                                " weights for " + std::to_string(adaptation.domains.size()) +
+                                " domains");
+  }
+  std::vector<double> alpha(experts.domains.size(), 0.0);
+  for (std::size_t i = 0; i < adaptation.domains.size(); ++i) {
+    if (!std::isfinite(adaptation.alpha[i])) {
+      throw std::invalid_argument("t2: adaptation of document " +
+                                  std::to_string(adaptation.doc_id) + ": alpha[" +
+                                  std::to_string(i) + "] is not finite");
+    }
+    alpha.at(experts.domain_index(adaptation.domains[i])) += adaptation.alpha[i];
+  }
+  auto weights =
+      cache.get_or_compose(alpha, [&] { return compose_all(factors, experts.mix(alpha)); });
+  apply_weights(factors, *weights, target);
+  return weights;
+}
+
+std::vector<float> task_embedding(const nn::TransformerLM<float>& model,
+                                  const std::vector<std::uint8_t>& bytes, std::int64_t positions) {
+  if (positions <= 0 || positions > model.config().max_seq_len) {
+    throw std::invalid_argument("t2: task embedding over " + std::to_string(positions) +
+                                " positions; the model's context is " +
+                                std::to_string(model.config().max_seq_len));
+  }
+  nn::NoGradGuard no_grad;
+  std::vector<std::int32_t> tokens{blt::kBos};
+  for (std::size_t i = 0; i < bytes.size() && static_cast<std::int64_t>(tokens.size()) < positions;
+       ++i)
+    tokens.push_back(bytes[i]);
+  const auto t = static_cast<std::int64_t>(tokens.size());
+  const auto h = model.hidden(tokens, 1, t).contiguous();  // (1, T, C)
+  const std::int64_t c = h.size(2);
+  std::vector<double> sum(static_cast<std::size_t>(c), 0.0);
+  const float* p = h.data();
+  for (std::int64_t i = 0; i < t; ++i)
+    for (std::int64_t j = 0; j < c; ++j) sum[j] += p[i * c + j];
+  std::vector<float> out(static_cast<std::size_t>(c));
+  for (std::int64_t j = 0; j < c; ++j) out[j] = static_cast<float>(sum[j] / static_cast<double>(t));
+  return out;
+}
+
+}  // namespace neat::t2

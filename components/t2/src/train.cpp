@@ -1,0 +1,502 @@
+// Expert training (SVF with a KL penalty), prototypes, CEM few-shot mixtures, evaluation.
+#include "neat/t2/train.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+#include <random>
+#include <sstream>
+
+#include "neat/blt/byte_lm.hpp"
+#include "neat/data/corpus.hpp"
+#include "neat/nn/ops.hpp"
+#include "neat/nn/optim.hpp"
+#include "neat/t2/experts.hpp"
+
+namespace neat::t2 {
+
+using config::Schema;
+using Clock = std::chrono::steady_clock;
+
+config::Schema T2TrainOptions::schema() {
+  auto cem =
+      Schema::map()
+          .optional("population", Schema::integer(2, 100000).default_value("32"),
+                    "CEM samples per iteration")
+          .optional("elite_ratio", Schema::number(1e-6, 1).default_value("0.2"),
+                    "fraction of the population that refits the Gaussian")
+          .optional("iterations", Schema::integer(1, 100000).default_value("50"), "CEM iterations")
+          .optional("initial_std", Schema::number(1e-6, 100).default_value("0.5"),
+                    "initial std of the search distribution over theta");
+  auto svd =
+      Schema::map()
+          .optional("energy_fraction", Schema::number(1e-6, 1).default_value("1.0"),
+                    "keep the smallest rank holding this fraction of ||W||_F^2 (experts: 1)")
+          .optional("randomized_threshold", Schema::integer(1, 1 << 30).default_value("2048"),
+                    "min(rows, cols) from which the randomized SVD is used")
+          .optional("randomized_rank", Schema::integer(1, 1 << 30).default_value("256"),
+                    "singular triplets sought by the randomized SVD")
+          .optional("oversampling", Schema::integer(0, 1 << 20).default_value("10"),
+                    "extra random directions (Halko et al. p)")
+          .optional("power_iterations", Schema::integer(0, 100).default_value("2"),
+                    "subspace iterations (Halko et al. q)")
+          .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
+                    "dtype of U and V");
+  auto train =
+      Schema::map()
+          .optional("steps", Schema::integer(1, 100000000).default_value("150"),
+                    "AdamW steps per domain")
+          .optional("batch", Schema::integer(1, 4096).default_value("8"), "windows per step")
+          .optional("seq_len", Schema::integer(2, 8192).default_value("128"), "tokens per window")
+          .optional("lr", Schema::number(0, 10).default_value("0.005"), "peak learning rate of z")
+          .optional("min_lr", Schema::number(0, 10).default_value("0.0005"), "end of the cosine")
+          .optional("warmup", Schema::integer(0, 100000000).default_value("10"), "warm-up steps")
+          .optional("weight_decay", Schema::number(0, 1).default_value("0"), "AdamW decay of z")
+          .optional("clip", Schema::number(0, 1e6).default_value("1.0"),
+                    "global norm clip of dL/dz")
+          .optional("kl_coefficient", Schema::number(0, 1e6).default_value("0.05"),
+                    "lambda of CE + lambda KL(adapted || base)")
+          .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
+                    "validation bytes per domain scored before and after")
+          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+          .optional("threads", Schema::integer(0, 4096).default_value("1"), "0: all cores");
+  auto dispatch =
+      Schema::map()
+          .optional("embedding_positions", Schema::integer(1, 8192).default_value("256"),
+                    "N: task embedding over BOS + the first N-1 bytes")
+          .optional("prototype_documents", Schema::integer(0, 1 << 30).default_value("32"),
+                    "train documents averaged per prototype (0: all)")
+          .optional("temperature", Schema::number(1e-9, 100).default_value("0.02"),
+                    "softmax temperature of the confidence over cosines")
+          .optional("fewshot_domains", Schema::list(Schema::string()),
+                    "domains without an expert, served by a CEM mixture")
+          .optional("fewshot_documents", Schema::integer(1, 100000).default_value("5"),
+                    "k few-shot train documents")
+          .optional("fewshot_bytes", Schema::integer(1, 1ll << 30).default_value("512"),
+                    "bytes of each few-shot document scored by CEM")
+          .optional("cem", cem, "cross-entropy method");
+  return Schema::map()
+      .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
+                "byte LM checkpoint whose MLP matrices are decomposed")
+      .optional("corpus", Schema::string().default_value("data/corpus"), "prepared corpus")
+      .optional("domains", Schema::list(Schema::string(), 1), "one expert per domain")
+      .optional("decomposition", svd, "SVD settings")
+      .optional("train", train, "optimisation of z")
+      .optional("dispatch", dispatch, "prototypes and few-shot mixtures")
+      .optional("out_dir", Schema::string().default_value("models/t2"), "experts.ckpt, provenance");
+}
+
+T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
+  const auto root = config::load_file(file, schema());
+  T2TrainOptions o;
+  if (root["base_model"]) o.base_model = root["base_model"].as<std::string>();
+  if (root["corpus"]) o.corpus = root["corpus"].as<std::string>();
+  if (root["domains"]) o.domains = root["domains"].as<std::vector<std::string>>();
+  if (root["out_dir"]) o.out_dir = root["out_dir"].as<std::string>();
+  if (const auto s = root["decomposition"]) {
+    if (s["energy_fraction"]) o.svd.energy_fraction = s["energy_fraction"].as<double>();
+    if (s["randomized_threshold"])
+      o.svd.randomized_threshold = s["randomized_threshold"].as<std::int64_t>();
+    if (s["randomized_rank"]) o.svd.randomized_rank = s["randomized_rank"].as<std::int64_t>();
+    if (s["oversampling"]) o.svd.oversampling = s["oversampling"].as<std::int64_t>();
+    if (s["power_iterations"]) o.svd.power_iterations = s["power_iterations"].as<std::int64_t>();
+    if (s["storage"])
+      o.svd.storage = s["storage"].as<std::string>() == "bf16" ? nn::DType::bf16 : nn::DType::f32;
+  }
+  if (const auto t = root["train"]) {
+    if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
+    if (t["batch"]) o.batch = t["batch"].as<std::int64_t>();
+    if (t["seq_len"]) o.seq_len = t["seq_len"].as<std::int64_t>();
+    if (t["lr"]) o.lr = t["lr"].as<double>();
+    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
+    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
+    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
+    if (t["clip"]) o.clip = t["clip"].as<double>();
+    if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
+    if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
+    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
+    if (t["threads"]) o.threads = t["threads"].as<int>();
+  }
+  if (const auto d = root["dispatch"]) {
+    if (d["embedding_positions"])
+      o.embedding_positions = d["embedding_positions"].as<std::int64_t>();
+    if (d["prototype_documents"])
+      o.prototype_documents = d["prototype_documents"].as<std::int64_t>();
+    if (d["temperature"]) o.temperature = d["temperature"].as<double>();
+    if (d["fewshot_domains"])
+      o.fewshot_domains = d["fewshot_domains"].as<std::vector<std::string>>();
+    if (d["fewshot_documents"]) o.fewshot_documents = d["fewshot_documents"].as<std::int64_t>();
+    if (d["fewshot_bytes"]) o.fewshot_bytes = d["fewshot_bytes"].as<std::uint64_t>();
+    if (const auto c = d["cem"]) {
+      if (c["population"]) o.cem.population = c["population"].as<std::int64_t>();
+      if (c["elite_ratio"]) o.cem.elite_ratio = c["elite_ratio"].as<double>();
+      if (c["iterations"]) o.cem.iterations = c["iterations"].as<std::int64_t>();
+      if (c["initial_std"]) o.cem.initial_std = c["initial_std"].as<double>();
+    }
+  }
+  o.cem.seed = o.seed;
+  o.svd.seed = o.seed;
+  return o;
+}
+
+namespace {
+
+std::string file_sha256(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + file.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return data::sha256_hex(s.str());
+}
+
+std::vector<float> mean_embedding(const nn::TransformerLM<float>& model,
+                                  const std::vector<const std::vector<std::uint8_t>*>& docs,
+                                  std::int64_t positions) {
+  std::vector<double> sum;
+  for (const auto* d : docs) {
+    const auto e = task_embedding(model, *d, positions);
+    if (sum.empty()) sum.assign(e.size(), 0.0);
+    for (std::size_t i = 0; i < e.size(); ++i) sum[i] += e[i];
+  }
+  std::vector<float> out(sum.size());
+  for (std::size_t i = 0; i < sum.size(); ++i)
+    out[i] = static_cast<float>(sum[i] / static_cast<double>(docs.size()));
+  return out;
+}
+
+std::vector<std::vector<std::uint8_t>> split_bytes(const data::Manifest& m,
+                                                   const std::string& domain, data::Split split) {
+  std::vector<std::vector<std::uint8_t>> out;
+  for (auto& d : data::load_split(m, domain, split)) out.push_back(std::move(d.bytes));
+  return out;
+}
+
+std::string now_utc() {
+  const auto t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::ostringstream s;
+  s << std::put_time(&tm, "%Y-%m-%dT%H:%M:%SZ");
+  return s.str();
+}
+
+// One domain's SVF run: AdamW on z (one vector per MLP matrix), the base model frozen.
+// L = CE(adapted) + λ KL(adapted ‖ base), ∂L/∂z from ∂L/∂W' (reverse mode) by z_gradient().
+struct DomainRun {
+  ExpertVector z;
+  double final_loss = 0.0, final_kl = 0.0;
+  double seconds = 0.0;
+};
+
+DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& base,
+                       nn::TransformerLM<float>& adapted, const ModelFactors& factors,
+                       const std::vector<std::int32_t>& stream, std::ostream& progress,
+                       std::ostream& log, const std::string& domain, std::uint64_t seed) {
+  const auto start = Clock::now();
+  const std::int64_t B = o.batch, T = o.seq_len;
+  if (static_cast<std::int64_t>(stream.size()) < T + 1) {
+    throw std::runtime_error("t2: the train split of '" + domain + "' is shorter than one window");
+  }
+  std::vector<nn::Tensor<float>> z;
+  for (const auto& f : factors.factors) z.push_back(nn::Tensor<float>::full({f.rank}, 1.0f, true));
+  nn::AdamW<float> opt(z, {o.lr, 0.9, 0.999, 1e-8, o.weight_decay});
+  nn::WarmupCosineLr schedule(o.lr, std::min(o.warmup, o.steps), o.steps, o.min_lr);
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<std::size_t> offset(
+      0, stream.size() - static_cast<std::size_t>(T) - 1);
+  std::vector<nn::Tensor<float>*> weights;
+  {
+    for (std::size_t b = 0; b < adapted.blocks.size(); ++b) {
+      weights.push_back(&adapted.blocks[b]->mlp.up.weight);
+      weights.push_back(&adapted.blocks[b]->mlp.down.weight);
+    }
+  }
+  DomainRun run;
+  for (std::int64_t step = 0; step < o.steps; ++step) {
+    {
+      nn::NoGradGuard no_grad;
+      ExpertVector zv;
+      for (const auto& t : z) zv.push_back(t.to_vector());
+      apply_weights(factors, compose_all(factors, zv), adapted);
+    }
+    std::vector<std::int32_t> in, target;
+    in.reserve(static_cast<std::size_t>(B * T));
+    for (std::int64_t b = 0; b < B; ++b) {
+      const auto at = offset(rng);
+      in.insert(in.end(), stream.begin() + at, stream.begin() + at + T);
+      target.insert(target.end(), stream.begin() + at + 1, stream.begin() + at + T + 1);
+    }
+    nn::Tensor<float> base_logp;
+    {
+      nn::NoGradGuard no_grad;
+      base_logp = nn::log_softmax(base.forward(in, B, T));
+    }
+    for (auto* w : weights) w->zero_grad();
+    const auto logits = adapted.forward(in, B, T);
+    const auto ce = nn::cross_entropy(logits, target);
+    const auto logp = nn::log_softmax(logits);
+    // KL(p_adapted ‖ p_base) per position = Σ_v p(v) (log p(v) − log p_base(v)), averaged.
+    const auto kl = nn::scale(nn::sum(nn::mul(nn::exp(logp), nn::sub(logp, base_logp))),
+                              1.0f / static_cast<float>(B * T));
+    const auto loss = nn::add(ce, nn::scale(kl, static_cast<float>(o.kl_coefficient)));
+    loss.backward();
+    for (std::size_t m = 0; m < z.size(); ++m) {
+      const auto g = z_gradient(factors.factors[m], weights[m]->grad().contiguous().to_vector());
+      z[m].set_grad(nn::Tensor<float>::from_vector({static_cast<std::int64_t>(g.size())}, g));
+    }
+    const double norm = nn::clip_grad_norm(z, o.clip);
+    opt.set_lr(schedule.lr());
+    opt.step();
+    schedule.advance();
+    run.final_loss = ce.item();
+    run.final_kl = kl.item();
+    log << domain << ',' << step + 1 << ',' << run.final_loss << ',' << run.final_kl << ',' << norm
+        << ',' << opt.lr() << '\n';
+    if ((step + 1) % 25 == 0 || step + 1 == o.steps) {
+      progress << "t2 " << domain << " step " << step + 1 << "/" << o.steps << " ce "
+               << std::setprecision(4) << run.final_loss << " nats, kl " << run.final_kl
+               << ", |dL/dz| " << norm << ", "
+               << std::chrono::duration<double>(Clock::now() - start).count() << " s\n";
+    }
+  }
+  for (const auto& t : z) run.z.push_back(t.to_vector());
+  for (auto* w : weights) w->zero_grad();
+  run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return run;
+}
+
+}  // namespace
+
+nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
+                             const std::string& command, const std::string& config_text) {
+  const auto wall_start = Clock::now();
+  nn::set_num_threads(o.threads);
+  const auto manifest = data::load_manifest(o.corpus);
+  auto base = blt::load_byte_lm(o.base_model);
+  auto adapted = copy_model(*base);
+  base->set_trainable(false);
+  adapted->set_trainable(false);
+  for (auto& b : adapted->blocks) {
+    b->mlp.up.weight.set_requires_grad(true);
+    b->mlp.down.weight.set_requires_grad(true);
+  }
+  const auto t0 = Clock::now();
+  const auto factors = ModelFactors::decompose(*base, o.svd);
+  const double svd_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  progress << "t2: decomposed " << factors.factors.size() << " MLP matrices in " << svd_seconds
+           << " s\n";
+
+  ExpertSet set;
+  set.matrices = factors.names;
+  set.ranks = factors.ranks();
+  set.domains = o.domains;
+  std::filesystem::create_directories(o.out_dir);
+  std::ofstream log(o.out_dir / "train_log.csv");
+  log << "domain,step,ce_nats,kl_nats,grad_norm,lr\n";
+  nlohmann::json scores = nlohmann::json::object();
+  for (std::size_t d = 0; d < o.domains.size(); ++d) {
+    const auto& domain = o.domains[d];
+    std::vector<std::int32_t> stream;
+    const auto train_docs = split_bytes(manifest, domain, data::Split::kTrain);
+    for (const auto& doc : train_docs) {
+      const auto t = blt::document_tokens(doc);
+      stream.insert(stream.end(), t.begin(), t.end());
+    }
+    const auto val = split_bytes(manifest, domain, data::Split::kVal);
+    const double base_bpb = blt::bits_per_byte(*base, val, o.eval_bytes);
+    auto run =
+        train_domain(o, *base, *adapted, factors, stream, progress, log, domain, o.seed + 1000 * d);
+    apply_weights(factors, compose_all(factors, run.z), *adapted);
+    const double expert_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
+    progress << "t2 " << domain << ": val bits/byte base " << base_bpb << " -> expert "
+             << expert_bpb << " (" << run.seconds << " s)\n";
+    std::vector<const std::vector<std::uint8_t>*> proto_docs;
+    for (const auto& doc : train_docs) {
+      if (o.prototype_documents > 0 &&
+          static_cast<std::int64_t>(proto_docs.size()) >= o.prototype_documents)
+        break;
+      proto_docs.push_back(&doc);
+    }
+    DispatchClass cls;
+    cls.name = domain;
+    cls.alpha.assign(o.domains.size(), 0.0);
+    cls.alpha[d] = 1.0;
+    cls.prototype = mean_embedding(*base, proto_docs, o.embedding_positions);
+    set.classes.push_back(std::move(cls));
+    set.experts.push_back(std::move(run.z));
+    scores[domain] = {
+        {"val_bits_per_byte_base", base_bpb},      {"val_bits_per_byte_expert", expert_bpb},
+        {"ratio", expert_bpb / base_bpb},          {"final_ce_nats", run.final_loss},
+        {"final_kl_nats", run.final_kl},           {"train_seconds", run.seconds},
+        {"prototype_documents", proto_docs.size()}};
+  }
+  for (const auto& domain : o.fewshot_domains) {
+    const auto t_start = Clock::now();
+    auto docs = split_bytes(manifest, domain, data::Split::kTrain);
+    if (docs.size() > static_cast<std::size_t>(o.fewshot_documents))
+      docs.resize(static_cast<std::size_t>(o.fewshot_documents));
+    if (docs.empty())
+      throw std::runtime_error("t2: no train documents for few-shot '" + domain + "'");
+    std::vector<std::vector<std::uint8_t>> shots;
+    std::vector<const std::vector<std::uint8_t>*> proto_docs;
+    for (const auto& doc : docs) {
+      shots.emplace_back(doc.begin(),
+                         doc.begin() + static_cast<std::ptrdiff_t>(
+                                           std::min<std::uint64_t>(doc.size(), o.fewshot_bytes)));
+      proto_docs.push_back(&doc);
+    }
+    // Objective: log-likelihood of the k shots under z' = Σ α_k z_k, as −bits per byte over
+    // the same bytes (a monotone function of the log-likelihood).
+    const auto objective = [&](const std::vector<double>& alpha) {
+      apply_weights(factors, compose_all(factors, set.mix(alpha)), *adapted);
+      return -blt::bits_per_byte(*adapted, shots);
+    };
+    const double base_shots = blt::bits_per_byte(*base, shots);
+    const auto cem = cem_search(o.domains.size(), objective, o.cem);
+    const auto val = split_bytes(manifest, domain, data::Split::kVal);
+    const double base_bpb = blt::bits_per_byte(*base, val, o.eval_bytes);
+    apply_weights(factors, compose_all(factors, set.mix(cem.alpha)), *adapted);
+    const double mix_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
+    DispatchClass cls;
+    cls.name = domain;
+    cls.fewshot = true;
+    cls.alpha = cem.alpha;
+    cls.prototype = mean_embedding(*base, proto_docs, o.embedding_positions);
+    set.classes.push_back(std::move(cls));
+    const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
+    progress << "t2 few-shot " << domain << ": CEM " << cem.evaluations
+             << " evaluations, shots bits/byte base " << base_shots << " -> " << -cem.best_score
+             << "; val base " << base_bpb << " -> " << mix_bpb << " (" << secs << " s)\n";
+    scores[domain] = {{"fewshot", true},
+                      {"alpha", cem.alpha},
+                      {"cem_evaluations", cem.evaluations},
+                      {"shots_bits_per_byte_base", base_shots},
+                      {"shots_bits_per_byte_mixture", -cem.best_score},
+                      {"val_bits_per_byte_base", base_bpb},
+                      {"val_bits_per_byte_mixture", mix_bpb},
+                      {"ratio", mix_bpb / base_bpb},
+                      {"seconds", secs}};
+  }
+  const double wall = std::chrono::duration<double>(Clock::now() - wall_start).count();
+  nlohmann::json prov;
+  prov["command"] = command;
+  prov["config"] = config_text;
+  prov["corpus_manifest_sha256"] = manifest.manifest_sha256;
+  prov["base_model"] = o.base_model.string();
+  prov["base_model_sha256"] = file_sha256(o.base_model);
+  prov["finished_utc"] = now_utc();
+  prov["wall_seconds"] = wall;
+  prov["svd_seconds"] = svd_seconds;
+  prov["threads"] = o.threads;
+  prov["scores"] = scores;
+  set.provenance = prov;
+  set.save(o.out_dir / "experts.ckpt");
+  std::ofstream(o.out_dir / "provenance.json") << prov.dump(2) << "\n";
+  progress << "t2: wrote " << (o.out_dir / "experts.ckpt").string() << " in " << wall << " s\n";
+  return prov;
+}
+
+nlohmann::json refresh_prototypes(const T2TrainOptions& o, std::ostream& progress,
+                                  const std::string& command) {
+  const auto start = Clock::now();
+  nn::set_num_threads(o.threads);
+  const auto manifest = data::load_manifest(o.corpus);
+  const auto base = blt::load_byte_lm(o.base_model);
+  const auto file = o.out_dir / "experts.ckpt";
+  auto set = ExpertSet::load(file);
+  nlohmann::json counts = nlohmann::json::object();
+  for (auto& cls : set.classes) {
+    auto docs = split_bytes(manifest, cls.name, data::Split::kTrain);
+    const std::int64_t limit = cls.fewshot ? o.fewshot_documents : o.prototype_documents;
+    if (limit > 0 && docs.size() > static_cast<std::size_t>(limit))
+      docs.resize(static_cast<std::size_t>(limit));
+    if (docs.empty()) throw std::runtime_error("t2: no train documents for '" + cls.name + "'");
+    std::vector<const std::vector<std::uint8_t>*> ptrs;
+    for (const auto& d : docs) ptrs.push_back(&d);
+    cls.prototype = mean_embedding(*base, ptrs, o.embedding_positions);
+    counts[cls.name] = docs.size();
+    progress << "t2: prototype " << cls.name << " from " << docs.size() << " documents\n";
+  }
+  auto& refreshes = set.provenance["prototype_refreshes"];
+  if (!refreshes.is_array()) refreshes = nlohmann::json::array();
+  refreshes.push_back(
+      {{"command", command},
+       {"finished_utc", now_utc()},
+       {"documents", counts},
+       {"embedding_positions", o.embedding_positions},
+       {"wall_seconds", std::chrono::duration<double>(Clock::now() - start).count()}});
+  set.save(file);
+  std::ofstream(o.out_dir / "provenance.json") << set.provenance.dump(2) << "\n";
+  return set.provenance;
+}
+
+nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
+  nn::set_num_threads(o.threads);
+  const auto manifest = data::load_manifest(o.corpus);
+  const auto split = data::parse_split(o.split);
+  const auto experts = ExpertSet::load(o.experts);
+  auto base = blt::load_byte_lm(o.base_model);
+  auto adapted = copy_model(*base);
+  const auto factors = ModelFactors::decompose(*base, SvdOptions{});
+  experts.check_compatible(factors);
+  std::vector<std::vector<float>> prototypes;
+  for (const auto& c : experts.classes) prototypes.push_back(c.prototype);
+  nlohmann::json domains = nlohmann::json::object();
+  bool all_met = true;
+  std::size_t id_correct = 0, id_total = 0;
+  for (const auto& cls : experts.classes) {
+    const auto start = Clock::now();
+    const auto docs = split_bytes(manifest, cls.name, split);
+    std::size_t correct = 0;
+    nlohmann::json confusion = nlohmann::json::object();
+    for (const auto& doc : docs) {
+      const auto c = classify(task_embedding(*base, doc, o.embedding_positions), prototypes,
+                              o.temperature, o.center);
+      const auto& got = experts.classes[c.index].name;
+      confusion[got] = confusion.value(got, 0) + 1;
+      if (got == cls.name) ++correct;
+    }
+    id_correct += correct;
+    id_total += docs.size();
+    double base_bpb = 0.0, expert_bpb = 0.0;
+    if (!o.id_only) {
+      base_bpb = blt::bits_per_byte(*base, docs, o.eval_bytes);
+      apply_weights(factors, compose_all(factors, experts.mix(cls.alpha)), *adapted);
+      expert_bpb = blt::bits_per_byte(*adapted, docs, o.eval_bytes);
+    }
+    const double accuracy = docs.empty() ? 0.0 : double(correct) / double(docs.size());
+    const double ratio = expert_bpb / base_bpb;
+    const bool bpb_met = !o.id_only && (cls.fewshot ? expert_bpb < base_bpb : ratio <= 0.98);
+    const bool id_met = accuracy >= 0.95;
+    all_met = all_met && bpb_met && id_met;
+    domains[cls.name] = {{"fewshot", cls.fewshot},
+                         {"documents", docs.size()},
+                         {"id_accuracy", accuracy},
+                         {"id_predictions", confusion},
+                         {"bits_per_byte_base", base_bpb},
+                         {"bits_per_byte_expert", expert_bpb},
+                         {"ratio", ratio},
+                         {"alpha", cls.alpha},
+                         {"target_bits_per_byte", cls.fewshot ? "< base" : "<= 0.98 x base"},
+                         {"target_bits_per_byte_met", bpb_met},
+                         {"target_id_met", id_met}};
+    progress << "t2 eval " << cls.name << ": id " << correct << "/" << docs.size() << ", bits/byte "
+             << base_bpb << " -> " << expert_bpb << " (ratio " << ratio << ", "
+             << std::chrono::duration<double>(Clock::now() - start).count() << " s)\n";
+  }
+  return {{"split", o.split},
+          {"experts", o.experts.string()},
+          {"eval_bytes_per_domain", o.eval_bytes},
+          {"embedding_positions", o.embedding_positions},
+          {"centered_prototypes", o.center},
+          {"experts_domains", experts.domains},
+          {"id_accuracy_overall", id_total ? double(id_correct) / double(id_total) : 0.0},
+          {"domains", domains},
+          {"all_targets_met", all_met}};
+}
+
+}  // namespace neat::t2

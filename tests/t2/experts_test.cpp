@@ -1,0 +1,142 @@
+// Experts on the shipped byte LM: SVD of every MLP matrix (z = 1 reproduces it), copying and
+// adapting a model through the cache, the experts file round trip and its corruption check,
+// and the task embedding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "neat/blt/byte_lm.hpp"
+#include "neat/t2/experts.hpp"
+
+using namespace neat;
+
+namespace {
+
+class ShippedLM : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ =
+        blt::load_byte_lm(std::string(NEAT_SOURCE_DIR) + "/models/blt/byte_lm.bf16.ckpt").release();
+    factors_ = new t2::ModelFactors(t2::ModelFactors::decompose(*model_, {}));
+  }
+  static void TearDownTestSuite() {
+    delete factors_;
+    delete model_;
+  }
+  static t2::ExpertSet two_experts() {
+    t2::ExpertSet s;
+    s.matrices = factors_->names;
+    s.ranks = factors_->ranks();
+    s.domains = {"a", "b"};
+    s.experts.push_back(t2::identity_expert(*factors_));
+    auto z = t2::identity_expert(*factors_);
+    for (auto& v : z)
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = 1.0f + 0.1f * static_cast<float>(i % 3);
+    s.experts.push_back(z);
+    s.classes.push_back({"a", false, {1.0, 0.0}, std::vector<float>(256, 1.0f)});
+    s.classes.push_back({"es", true, {0.25, 0.75}, std::vector<float>(256, -1.0f)});
+    s.provenance = {{"command", "test"}};
+    return s;
+  }
+  static nn::TransformerLM<float>* model_;
+  static t2::ModelFactors* factors_;
+};
+nn::TransformerLM<float>* ShippedLM::model_ = nullptr;
+t2::ModelFactors* ShippedLM::factors_ = nullptr;
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0.0, n = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    e += std::pow(double(a[i]) - b[i], 2);
+    n += double(a[i]) * a[i];
+  }
+  return std::sqrt(e / n);
+}
+
+}  // namespace
+
+TEST_F(ShippedLM, IdentityExpertReproducesEveryMlpMatrix) {
+  ASSERT_EQ(factors_->names.size(), 8u);
+  EXPECT_EQ(factors_->names[0], "blocks.0.mlp.up.weight");
+  EXPECT_EQ(factors_->names[7], "blocks.3.mlp.down.weight");
+  const auto w = t2::compose_all(*factors_, t2::identity_expert(*factors_));
+  const auto params = model_->named_parameters();
+  for (std::size_t m = 0; m < w.matrices.size(); ++m) {
+    EXPECT_EQ(factors_->factors[m].rank, 256);
+    for (const auto& [name, t] : params) {
+      if (name == factors_->names[m]) {
+        EXPECT_LT(relative_error(t.contiguous().to_vector(), w.matrices[m]), 1e-6) << name;
+      }
+    }
+  }
+}
+
+TEST_F(ShippedLM, ApplyAdaptationComposesThroughTheCacheIntoACopy) {
+  const auto experts = two_experts();
+  auto copy = t2::copy_model(*model_);
+  const auto before = copy->blocks[1]->mlp.up.weight.to_vector();
+  EXPECT_EQ(before, model_->blocks[1]->mlp.up.weight.to_vector());
+  t2::WeightCache cache;
+  blt::Adaptation a{7, "b", 0.9, {"b", "a"}, {1.0, 0.0}};
+  const auto w = t2::apply_adaptation(a, experts, *factors_, cache, *copy);
+  EXPECT_NE(copy->blocks[1]->mlp.up.weight.to_vector(), before);
+  EXPECT_EQ(copy->blocks[1]->mlp.up.weight.to_vector(), w->matrices[2]);
+  // The same α again (in another domain order): a cache hit, the same weights.
+  blt::Adaptation again{8, "b", 0.9, {"a", "b"}, {0.0, 1.0}};
+  const auto w2 = t2::apply_adaptation(again, experts, *factors_, cache, *copy);
+  EXPECT_EQ(w.get(), w2.get());
+  EXPECT_EQ(cache.stats().hits, 1u);
+  // The base model itself is untouched.
+  EXPECT_EQ(model_->blocks[1]->mlp.up.weight.to_vector(), before);
+  blt::Adaptation unknown{9, "x", 0.5, {"x"}, {1.0}};
+  EXPECT_THROW(t2::apply_adaptation(unknown, experts, *factors_, cache, *copy), std::out_of_range);
+  blt::Adaptation nan{10, "a", 0.5, {"a", "b"}, {NAN, 0.0}};
+  EXPECT_THROW(t2::apply_adaptation(nan, experts, *factors_, cache, *copy), std::invalid_argument);
+}
+
+TEST_F(ShippedLM, ExpertsFileRoundTripsAndRejectsCorruption) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("t2-experts-" + std::to_string(::getpid()));
+  const auto file = dir / "experts.ckpt";
+  const auto s = two_experts();
+  s.save(file);
+  const auto l = t2::ExpertSet::load(file);
+  EXPECT_EQ(l.domains, s.domains);
+  EXPECT_EQ(l.experts, s.experts);
+  ASSERT_EQ(l.classes.size(), 2u);
+  EXPECT_TRUE(l.classes[1].fewshot);
+  EXPECT_EQ(l.classes[1].alpha, s.classes[1].alpha);
+  EXPECT_EQ(l.classes[1].prototype, s.classes[1].prototype);
+  EXPECT_EQ(l.provenance["command"], "test");
+  l.check_compatible(*factors_);
+  const auto mixed = l.mix({0.25, 0.75});
+  EXPECT_NEAR(mixed[0][1], 0.25f * 1.0f + 0.75f * 1.1f, 1e-6);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x5a');
+  }
+  EXPECT_THROW(t2::ExpertSet::load(file), std::runtime_error);
+  std::filesystem::remove_all(dir);
+  t2::ModelFactors truncated = *factors_;
+  truncated.factors[0].rank = 100;
+  EXPECT_THROW(l.check_compatible(truncated), std::invalid_argument);
+}
+
+TEST_F(ShippedLM, TaskEmbeddingIsTheMeanFinalHiddenStateOverTheFirstPositions) {
+  const std::string text = "int main(void) { return 0; }\n";
+  const std::vector<std::uint8_t> bytes(text.begin(), text.end());
+  const auto e = t2::task_embedding(*model_, bytes, 8);
+  ASSERT_EQ(e.size(), 256u);
+  std::vector<std::int32_t> tokens{blt::kBos};
+  for (int i = 0; i < 7; ++i) tokens.push_back(bytes[i]);
+  const auto h = model_->hidden(tokens, 1, 8).contiguous().to_vector();
+  for (int j = 0; j < 256; j += 51) {
+    double m = 0.0;
+    for (int i = 0; i < 8; ++i) m += h[i * 256 + j];
+    EXPECT_NEAR(e[j], m / 8, 1e-5);
+  }
+  EXPECT_THROW(t2::task_embedding(*model_, bytes, 257), std::invalid_argument);
+}
