@@ -27,7 +27,11 @@ config::Schema Predictor::schema() {
       .optional("batch", Schema::integer(1, 1024).default_value("1"),
                 "context windows per forward pass at the start (then adaptive)")
       .optional("max_batch", Schema::integer(1, 1024).default_value("16"),
-                "largest batch the adaptive batch size may reach");
+                "largest batch the adaptive batch size may reach")
+      .optional("adaptation", Schema::string().default_value(""),
+                "Transformer² decisions (t2.adaptation): enables the \"t2\" variant (\"\": off)")
+      .optional("experts", Schema::string().default_value("models/t2/experts.ckpt"),
+                "Transformer² expert set (`neat train t2`)");
 }
 
 void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
@@ -42,6 +46,24 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
   b.initial = config["batch"] ? config["batch"].as<int>() : 1;
   b.max = std::max(b.initial, config["max_batch"] ? config["max_batch"].as<int>() : 16);
   batch_.emplace(b);
+  adaptation_topic_ = str("adaptation", "");
+  if (!adaptation_topic_.empty()) {
+    experts_.emplace(
+        t2::ExpertSet::load(components::resolve_path(str("experts", "models/t2/experts.ckpt"))));
+    factors_.emplace(t2::ModelFactors::decompose(*model_, t2::SvdOptions{}));
+    experts_->check_compatible(*factors_);
+    cache_.emplace();
+    adapted_ = t2::copy_model(*model_);
+    bus::subscribe<blt::Adaptation>(ctx.node(), adaptation_topic_,
+                                    [this](const blt::Adaptation& a, const bus::Message&) {
+                                      auto it = pending_.find(a.doc_id);
+                                      if (it != pending_.end()) {
+                                        it->second.adaptation = a;
+                                      } else {
+                                        early_adaptations_[a.doc_id] = a;
+                                      }
+                                    });
+  }
   const auto tokens = str("tokens", "tokens");
   bus::subscribe<mvot::Tokens>(
       ctx.node(), tokens, [this, &ctx](const mvot::Tokens& t, const bus::Message& m) {
@@ -61,6 +83,10 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
           return;
         }
         doc.deadline = std::chrono::steady_clock::now() + wait_;
+        if (auto early = early_adaptations_.find(t.doc_id); early != early_adaptations_.end()) {
+          doc.adaptation = early->second;
+          early_adaptations_.erase(early);
+        }
         pending_[t.doc_id] = std::move(doc);
       });
   bus::subscribe<components::EndOfStream>(
@@ -91,6 +117,21 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
     s.variants.push_back("base");
     s.bits.push_back(blt::byte_bits(tokens, lp));
     logprob.assign(lp.begin(), lp.end());
+    if (experts_) {
+      // Pass 2 of Transformer²: the document's expert mixture composed into the MLP weights
+      // of the model copy. A document without a decision (t2 missed the deadline, or an image)
+      // is scored by the base weights, counted as a miss.
+      std::vector<double> t2_lp = lp;
+      if (doc.adaptation && doc.modality == "text") {
+        t2::apply_adaptation(*doc.adaptation, *experts_, *factors_, *cache_, *adapted_);
+        t2_lp = blt::target_log_probs(*adapted_, tokens, batch_->size());
+      } else if (doc.modality == "text") {
+        ++missed_adaptations_;
+      }
+      s.variants.push_back("t2");
+      s.bits.push_back(blt::byte_bits(tokens, t2_lp));
+      logprob.insert(logprob.end(), t2_lp.begin(), t2_lp.end());
+    }
   } catch (const std::invalid_argument& e) {
     ++rejected_;
     ctx.log().error("item {} ({}): {}", doc_id, doc.path, e.what());
@@ -120,8 +161,11 @@ bool Predictor::step(components::Context& ctx) {
     }
     return false;
   }
-  // Documents in order of arrival id; each is scored once its inputs are in (base: at once).
+  // Documents in id order; each is scored once its inputs are in, or at its deadline.
   auto it = pending_.begin();
+  if (!ready(it->second) && std::chrono::steady_clock::now() < it->second.deadline) {
+    return false;  // waiting for t2 (the host calls step again after its poll interval)
+  }
   score(ctx, it->first, it->second);
   pending_.erase(it);
   return true;
@@ -136,9 +180,19 @@ nlohmann::json Predictor::stats() const {
             {"bits", bits_.count("base") ? bits_.at("base") : 0.0}}},
           {"pending", pending_.size()},
           {"rejected", rejected_},
+          {"missed_adaptations", missed_adaptations_},
+          {"weight_cache", cache_ ? nlohmann::json{{"hits", cache_->stats().hits},
+                                                   {"misses", cache_->stats().misses},
+                                                   {"hit_rate", cache_->stats().hit_rate()}}
+                                  : nlohmann::json()},
           {"bits", bits},
           {"tokens_per_second", busy_seconds_ > 0 ? double(tokens_scored_) / busy_seconds_ : 0.0},
           {"batch", batch_ ? batch_->to_json() : nlohmann::json()}};
+}
+
+bool Predictor::ready(const Pending& doc) const {
+  // t2 decides text documents only (an image's embedding has no domain prototype to match).
+  return !experts_ || doc.modality != "text" || doc.adaptation.has_value();
 }
 
 bool Predictor::degrade(const std::string& action) {

@@ -21,9 +21,11 @@
 #include <vector>
 
 #include "neat/blt/byte_lm.hpp"
+#include "neat/blt/messages.hpp"
 #include "neat/components/adaptive_batch.hpp"
 #include "neat/components/component.hpp"
 #include "neat/nn/modules.hpp"
+#include "neat/t2/experts.hpp"
 
 namespace neat::job {
 
@@ -31,8 +33,9 @@ using blt::WindowHook;
 
 class Predictor : public components::Component {
  public:
-  /// `config:` keys: model, tokens, adaptation, readout, patches, output, wait_ms, batch
-  /// (initial windows per forward pass; adaptive up to max_batch), max_batch.
+  /// `config:` keys: model, tokens, output, wait_ms, batch (initial windows per forward pass;
+  /// adaptive up to max_batch), max_batch, adaptation (topic; "" disables the t2 variant),
+  /// experts (Transformer² expert set, models/t2/experts.ckpt).
   static config::Schema schema();
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {output_}; }
@@ -46,12 +49,24 @@ class Predictor : public components::Component {
     std::vector<std::int32_t> tokens;
     std::uint64_t item_bytes = 0;
     std::chrono::steady_clock::time_point deadline;
+    std::optional<blt::Adaptation> adaptation;
   };
+  /// Whether every input the enabled variants need has arrived.
+  bool ready(const Pending& doc) const;
   void score(components::Context& ctx, std::uint64_t doc_id, Pending& doc);
 
   std::string output_ = "blt.scores";
   std::chrono::milliseconds wait_{60000};
   std::unique_ptr<nn::TransformerLM<float>> model_;
+  // Transformer² variant: the experts, the base model's SVD factors, the composed-weight cache
+  // and a model copy the adapted weights are written into (Sun et al. 2025, pass 2).
+  std::string adaptation_topic_;
+  std::optional<t2::ExpertSet> experts_;
+  std::optional<t2::ModelFactors> factors_;
+  std::optional<t2::WeightCache> cache_;
+  std::unique_ptr<nn::TransformerLM<float>> adapted_;
+  std::map<std::uint64_t, blt::Adaptation> early_adaptations_;  ///< before their tokens
+  std::uint64_t missed_adaptations_ = 0;
   std::map<std::uint64_t, Pending> pending_;
   std::optional<components::AdaptiveBatch> batch_;
   bool eos_seen_ = false, eos_sent_ = false;
