@@ -219,6 +219,10 @@ std::vector<std::string> override_args(const components::PipelineOverrides& o) {
     args.push_back("--tcp-base-port");
     args.push_back(std::to_string(*o.tcp_base_port));
   }
+  for (const auto& input : o.inputs) {
+    args.push_back("--input");
+    args.push_back(input);
+  }
   return args;
 }
 

@@ -145,6 +145,7 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
                config::format_bytes(o.profile->memory_budget_bytes), o.threads);
   o.spec = load_spec(pipeline, shape, inputs);
   o.overrides = shape.to_overrides();
+  o.overrides.inputs = inputs;  // children apply the same inputs to their copy of the spec
   o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;
   o.out_dir = out;
   o.neat_binary = self_exe();
@@ -226,6 +227,8 @@ int main(int argc, char** argv) {
   comp->add_option("--run-id", comp_id, "the launcher's run id")->required();
   comp->add_option("--parent-pid", parent_pid, "exit when this process dies");
   int comp_nice = 0, comp_threads = 0;
+  std::vector<std::string> comp_inputs;
+  comp->add_option("--input", comp_inputs, "input paths given to the run (replace the source's)");
   comp->add_option("--nice", comp_nice, "CPU priority: nice increment (from the profile)");
   comp->add_option("--threads", comp_threads, "numerical worker threads (0: default)");
   comp_shape.add(comp, false);
@@ -388,7 +391,7 @@ int main(int argc, char** argv) {
         if (::getppid() != parent_pid) return 1;  // the launcher died before we got here
       }
       auto& stop = cli::install_stop_signals();
-      auto spec = load_spec(comp_pipeline, comp_shape);
+      auto spec = load_spec(comp_pipeline, comp_shape, comp_inputs);
       return cli::run_component_process(spec, comp_name, comp_id, stop, comp_nice, comp_threads);
     }
     if (*broker) {

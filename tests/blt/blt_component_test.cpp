@@ -181,7 +181,7 @@ TEST(BltComponent, PatchingAPrefixGivesAPrefixOfThePatches) {
   }
 }
 
-TEST(BltComponent, ImageItemsAreTheirOwnTokenStream) {
+TEST(BltComponent, ImageItemsAreOneDocumentOfImageTokens) {
   YAML::Node config;
   config["doc_embedding_positions"] = 256;
   Direct d(config);
@@ -196,12 +196,15 @@ TEST(BltComponent, ImageItemsAreTheirOwnTokenStream) {
   const auto out = d.blt.process(item, tokens);
   ASSERT_TRUE(out.rejected.empty()) << out.rejected;
   const auto f = flatten(out.slices, 64);
-  EXPECT_EQ(f.tokens, tokens) << "BOI codes EOI, no BOS/EOS";
+  std::vector<std::int32_t> document = {kBos};
+  document.insert(document.end(), tokens.begin(), tokens.end());
+  document.push_back(kEos);
+  EXPECT_EQ(f.tokens, document) << "BOS BOI codes EOI EOS";
   ASSERT_EQ(out.embeddings.size(), 1u);
-  EXPECT_EQ(out.embeddings[0].message.positions, tokens.size()) << "shorter than N: all of it";
+  EXPECT_EQ(out.embeddings[0].message.positions, document.size()) << "shorter than N: all of it";
   const auto s = d.blt.current_stats();
   EXPECT_EQ(s.bytes, 0u);
-  EXPECT_EQ(s.tokens, tokens.size());
+  EXPECT_EQ(s.tokens, document.size());
 }
 
 TEST(BltComponent, BadItemsAreRejectedAndCountedAndTheNextItemIsProcessed) {

@@ -18,6 +18,9 @@
 
 extern char** environ;
 
+#include "neat/mvot/idx.hpp"
+#include "neat/mvot/image_io.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -292,6 +295,77 @@ TEST(Cli, VersionAndHelpWork) {
     EXPECT_EQ(h.wait(), 0) << sub;
     EXPECT_NE(h.output().find("Usage"), std::string::npos) << sub;
   }
+}
+
+TEST(Pipeline, MainJobGivesTheSameReportEmbeddedAndAsSeparateProcesses) {
+  // Real inputs: the first 3 KiB of an English and a German fortune file, one C header, and a
+  // Fashion-MNIST test image as a PGM item; the default pipeline (mvot, blt, t2, the
+  // predictor, the report) embedded and as one process per component.
+  const auto dir = fresh_dir("mainjob");
+  auto cut = [&](const fs::path& from, const std::string& name, std::size_t bytes) {
+    auto text = read_file(from);
+    text.resize(std::min(text.size(), bytes));
+    std::ofstream(dir / name, std::ios::binary) << text;
+    return (dir / name).string();
+  };
+  std::vector<std::string> inputs = {cut("/usr/share/games/fortunes/fortunes", "en.txt", 3072),
+                                     cut("/usr/share/games/fortunes/de/computer", "de.txt", 3072),
+                                     cut("/usr/include/stdio.h", "stdio.h", 3072)};
+  const auto images =
+      neat::mvot::read_idx_images("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz");
+  neat::mvot::GrayImage image{
+      28, 28, std::vector<std::uint8_t>(images.pixels.begin(), images.pixels.begin() + 784)};
+  const auto pgm = neat::mvot::encode_pgm(image);
+  std::ofstream(dir / "image.pgm", std::ios::binary)
+      .write(reinterpret_cast<const char*>(pgm.data()), static_cast<std::streamsize>(pgm.size()));
+  inputs.push_back((dir / "image.pgm").string());
+  std::map<std::string, nlohmann::json> reports;
+  for (const std::string shape : {"default", "multiprocess"}) {
+    std::vector<std::string> args = {
+        "run",
+        "--pipeline",
+        (source_dir() / "configs/pipelines" / (shape + ".yaml")).string(),
+        "--out",
+        (dir / shape).string(),
+        "--run-id",
+        "main-" + shape + std::to_string(::getpid())};
+    args.insert(args.end(), inputs.begin(), inputs.end());
+    NeatProcess p(args);
+    ASSERT_EQ(p.wait(), 0) << shape << " run failed:\n" << p.output();
+    reports[shape] = nlohmann::json::parse(read_file(dir / shape / "report.json"));
+  }
+  const auto& a = reports["default"];
+  const auto& b = reports["multiprocess"];
+  // Consistency of each report: bits recomputed from the logged log-probabilities, patch
+  // lengths summing to the items' tokens, every item of the stream reported.
+  for (const auto* r : {&a, &b}) {
+    const auto& c = (*r)["totals"]["consistency"];
+    EXPECT_GT(c["bits_checked"].get<int>(), 0);
+    EXPECT_EQ(c["bits_mismatches"], 0);
+    EXPECT_GT(c["patch_sums_checked"].get<int>(), 0);
+    EXPECT_EQ(c["patch_sum_mismatches"], 0);
+    EXPECT_TRUE(c["items_match"].get<bool>());
+    EXPECT_EQ((*r)["totals"]["items"], 4);
+    EXPECT_EQ((*r)["images"].size(), 1u);
+  }
+  // Same numbers in both shapes: bits per byte to 1e-6 relative, patches, detected domains.
+  ASSERT_EQ(a["documents"].size(), 3u);
+  ASSERT_EQ(b["documents"].size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const auto& da = a["documents"][i];
+    const auto& db = b["documents"][i];
+    EXPECT_EQ(da["path"], db["path"]);
+    EXPECT_EQ(da["patches"], db["patches"]);
+    EXPECT_EQ(da.value("detected_domain", ""), db.value("detected_domain", ""));
+    for (const auto& [variant, bpb] : da["bits_per_byte"].items()) {
+      const double x = bpb.get<double>(), y = db["bits_per_byte"][variant].get<double>();
+      EXPECT_NEAR(x, y, 1e-6 * x) << da["path"] << " " << variant;
+      EXPECT_GT(x, 0.5);
+      EXPECT_LT(x, 8.0);
+    }
+    EXPECT_TRUE(da["bits_per_byte"].contains("t2"));
+  }
+  EXPECT_EQ(a["images"][0]["psnr_db"], b["images"][0]["psnr_db"]);
 }
 
 TEST(Cli, OpenBlasKernelsAreChosenByCpuFeatures) {

@@ -185,14 +185,12 @@ BltOutput BltComponent::process(const components::Tokens& item,
   }
   Document doc;
   doc.item = item;
-  if (text) {
-    doc.tokens.reserve(tokens.size() + 2);
-    doc.tokens.push_back(kBos);
-    doc.tokens.insert(doc.tokens.end(), tokens.begin(), tokens.end());
-    doc.tokens.push_back(kEos);
-  } else {
-    doc.tokens.assign(tokens.begin(), tokens.end());
-  }
+  // Every item is one document, BOS .. EOS (DESIGN.md): text bytes, or an image's BOI codes
+  // EOI, as the interleaved LM was trained and as blt_predict scores it.
+  doc.tokens.reserve(tokens.size() + 2);
+  doc.tokens.push_back(kBos);
+  doc.tokens.insert(doc.tokens.end(), tokens.begin(), tokens.end());
+  doc.tokens.push_back(kEos);
 
   nn::MemoryTag tag(memory_tag_);
   const auto t0 = Clock::now();

@@ -46,7 +46,22 @@ std::string class_of_path(const std::string& path) {
 
 nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
                             const std::map<std::uint64_t, std::uint64_t>& histogram,
-                            bool run_compressors) {
+                            bool run_compressors, std::uint64_t source_items) {
+  // Consistency: bits recomputed from the logged log-probabilities, patch lengths summing to
+  // each item's tokens, and the item count against the stream's own count.
+  std::uint64_t checked = 0, bits_mismatches = 0, patch_checked = 0, patch_mismatches = 0;
+  for (const auto& [id, r] : items) {
+    for (const auto& [variant, bits] : r.bits) {
+      const auto it = r.logged_bits.find(variant);
+      if (it == r.logged_bits.end()) continue;
+      ++checked;
+      if (std::abs(it->second - bits) > 1e-6 * std::max(1.0, std::abs(bits))) ++bits_mismatches;
+    }
+    if (r.token_count > 0 && r.patches > 0) {
+      ++patch_checked;
+      if (r.patch_tokens != r.token_count) ++patch_mismatches;
+    }
+  }
   nlohmann::json documents = nlohmann::json::array(), images = nlohmann::json::array();
   struct DomainTotals {
     std::uint64_t documents = 0, bytes = 0, identified = 0, correct = 0;
@@ -154,6 +169,12 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
   totals["mean_psnr_db"] = psnr_images ? psnr_sum / double(psnr_images) : 0.0;
   totals["patches"] = patches;
   totals["mean_patch_size"] = patches ? double(patch_tokens) / double(patches) : 0.0;
+  totals["consistency"] = {{"bits_checked", checked},
+                           {"bits_mismatches", bits_mismatches},
+                           {"patch_sums_checked", patch_checked},
+                           {"patch_sum_mismatches", patch_mismatches},
+                           {"source_items", source_items},
+                           {"items_match", source_items == 0 || source_items == items.size()}};
   nlohmann::json hist = nlohmann::json::object();
   for (const auto& [size, count] : histogram) hist[std::to_string(size)] = count;
   return {{"documents", documents},
@@ -271,7 +292,7 @@ void Report::configure(const YAML::Node& config, components::Context& ctx) {
     });
   }
   if (!scores.empty()) {
-    bus::subscribe<blt::Scores>(node, scores, [this](const blt::Scores& s, const bus::Message&) {
+    bus::subscribe<blt::Scores>(node, scores, [this](const blt::Scores& s, const bus::Message& m) {
       if (s.variants.size() != s.bits.size()) {
         ++rejected_;
         return;
@@ -279,6 +300,20 @@ void Report::configure(const YAML::Node& config, components::Context& ctx) {
       auto& r = items_[s.doc_id];
       for (std::size_t v = 0; v < s.variants.size(); ++v) r.bits[s.variants[v]] = s.bits[v];
       r.scored_bytes = s.bytes;
+      r.token_count = s.token_count;
+      // Recompute each variant's code length from the logged per-token log-probabilities:
+      // targets 1 .. token_count-1, of which the last (EOS) is not a byte for a text item.
+      for (const auto& t : m.tensors()) {
+        if (t.desc().name != "logprob" || t.desc().dtype != bus::DType::f32) continue;
+        const auto lp = t.to_vector<float>();
+        const std::size_t n = s.token_count > 0 ? s.token_count - 1 : 0;
+        if (n == 0 || lp.size() != n * s.variants.size() || s.modality != "text") break;
+        for (std::size_t v = 0; v < s.variants.size(); ++v) {
+          double nats = 0.0;
+          for (std::size_t i = 0; i + 1 < n; ++i) nats -= lp[v * n + i];
+          r.logged_bits[s.variants[v]] = nats / std::log(2.0);
+        }
+      }
     });
   }
   if (!adaptation.empty()) {
@@ -292,7 +327,9 @@ void Report::configure(const YAML::Node& config, components::Context& ctx) {
   for (const auto& topic : end_on_) {
     ended_[topic] = false;
     bus::subscribe<components::EndOfStream>(
-        node, topic, [this, topic, &ctx](const components::EndOfStream&, const bus::Message&) {
+        node, topic,
+        [this, topic, tokens, &ctx](const components::EndOfStream& eos, const bus::Message&) {
+          if (topic == tokens) source_items_ = eos.items;
           ended_[topic] = true;
           maybe_finish(ctx);
         });
@@ -304,7 +341,7 @@ void Report::maybe_finish(components::Context& ctx) {
   for (const auto& [topic, ended] : ended_) {
     if (!ended) return;
   }
-  const auto report = build_report(items_, patch_sizes_, compressors_);
+  const auto report = build_report(items_, patch_sizes_, compressors_, source_items_);
   std::filesystem::create_directories(ctx.out_dir());
   const auto path = ctx.out_dir() / report_name_;
   std::ofstream(path) << report.dump(2) << "\n";

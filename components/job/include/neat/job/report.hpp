@@ -31,6 +31,10 @@ struct ItemRecord {
   std::uint64_t patches = 0, patch_tokens = 0;
   std::map<std::string, double> bits;  ///< code length per byte LM variant, bits
   std::uint64_t scored_bytes = 0;
+  std::uint64_t token_count = 0;  ///< BOS .. EOS, from blt.scores
+  /// Code length per variant recomputed here from the logged per-token log-probabilities of
+  /// blt.scores (targets that are bytes only): the consistency check of `bits`.
+  std::map<std::string, double> logged_bits;
   std::string detected_domain;  ///< from t2
   double confidence = 0.0;
 };
@@ -45,7 +49,7 @@ std::string class_of_path(const std::string& path);
 /// compressors: the same records give the same report.
 nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
                             const std::map<std::uint64_t, std::uint64_t>& patch_size_histogram,
-                            bool run_compressors);
+                            bool run_compressors, std::uint64_t source_items = 0);
 
 /// The report as the table `neat run` prints (markdown): one row per domain and a total row,
 /// bits per byte for each byte LM variant present (base, +T2, +Titans, full) next to the
@@ -70,6 +74,7 @@ class Report : public components::Component {
   std::map<std::uint64_t, ItemRecord> items_;
   std::map<std::uint64_t, std::uint64_t> patch_sizes_;  ///< tokens per patch -> patches
   std::uint64_t rejected_ = 0;
+  std::uint64_t source_items_ = 0;  ///< items the token stream's EndOfStream announced
 };
 
 }  // namespace neat::job
