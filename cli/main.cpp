@@ -27,7 +27,9 @@
 #include "neat/hardware/profile.hpp"
 #include "neat/job/report.hpp"
 #include "neat/mvot/codebook.hpp"
+#include "neat/mvot/interleaved_lm.hpp"
 #include "neat/nn/checkpoint.hpp"
+#include "neat/t2/train.hpp"
 #include "topic_tools.hpp"
 
 namespace {
@@ -122,6 +124,10 @@ std::string configuration_reference() {
   }
   out += "\n## BLT training (`configs/train/blt.yaml`)\n\n" +
          blt::ByteLMTrainOptions::schema().describe();
+  out += "\n## MVoT interleaved LM training (`configs/train/mvot_lm.yaml`)\n\n" +
+         mvot::InterleavedTrainOptions::schema().describe();
+  out += "\n## Transformer² expert training (`configs/train/t2.yaml`)\n\n" +
+         t2::T2TrainOptions::schema().describe();
   out += "\n## Test-time learning: `components.<name>.learning`\n\n" +
          coordinator::learning_schema().describe();
   out += "\n## Hardware profiles (`configs/profiles/*.yaml`)\n\n" +

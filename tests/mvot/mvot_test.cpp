@@ -5,6 +5,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -196,6 +197,75 @@ TEST(Codebook, ShippedCodebookReconstructsRealTestImages) {
   EXPECT_GT(psnr, 20.0);
   EXPECT_EQ(cb.provenance().k, 512);
   EXPECT_GT(cb.provenance().wall_seconds, 0.0);
+}
+
+// The search as it was before the fused kernel (and as bench/mvot/numpy_encode.py does it): the
+// distance block -2 X C^T by an Eigen GEMM, + ||c||^2, then the first index of the row minimum.
+static std::vector<std::int32_t> gemm_reference_codes(const RowMatrix& x,
+                                                      const RowMatrix& centres) {
+  const Eigen::MatrixXf neg2ct = -2.0f * centres.transpose();
+  const Eigen::RowVectorXf cnorm = centres.rowwise().squaredNorm().transpose();
+  std::vector<std::int32_t> codes(static_cast<std::size_t>(x.rows()));
+  RowMatrix d;
+  for (Eigen::Index s = 0; s < x.rows(); s += 256) {
+    const Eigen::Index b = std::min<Eigen::Index>(256, x.rows() - s);
+    d.resize(b, centres.rows());
+    d.noalias() = x.middleRows(s, b) * neg2ct;
+    d.rowwise() += cnorm;
+    for (Eigen::Index i = 0; i < b; ++i) {
+      const float* row = d.row(i).data();
+      const float m = d.row(i).minCoeff();
+      codes[static_cast<std::size_t>(s + i)] =
+          static_cast<std::int32_t>(std::find(row, row + centres.rows(), m) - row);
+    }
+  }
+  return codes;
+}
+
+TEST(Codebook, FusedNearestSearchGivesTheGemmCodesOnAllTestImages) {
+  const auto cb = Codebook::load(kShipped);
+  const auto& images = test_images();
+  const RowMatrix x = image_patches(images.pixels, images.count);  // (490000, 16)
+  std::vector<std::int32_t> codes;
+  std::vector<float> errors;
+  assign_nearest(x, cb.centres(), codes, &errors);
+  const auto reference = gemm_reference_codes(x, cb.centres());
+  ASSERT_EQ(codes.size(), reference.size());
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < codes.size(); ++i) same += codes[i] == reference[i];
+  EXPECT_EQ(same, codes.size()) << "codes differing from the GEMM search";
+  EXPECT_EQ(cb.encode_batch(images.pixels, images.count), codes);
+  for (std::size_t i = 0; i < codes.size(); i += 997) {
+    const auto r = static_cast<Eigen::Index>(i);
+    const float exact = (x.row(r) - cb.centres().row(codes[i])).squaredNorm();
+    EXPECT_NEAR(errors[i], exact, 1e-4f) << "patch " << i;
+  }
+}
+
+TEST(Codebook, FusedNearestSearchHandlesOddShapesAndTies) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  for (const auto [n, k, d] : {std::array<int, 3>{37, 21, 3}, std::array<int, 3>{1, 1, 16},
+                               std::array<int, 3>{300, 512, 16}, std::array<int, 3>{9, 17, 64}}) {
+    RowMatrix x(n, d), c(k, d);
+    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = g(rng);
+    for (Eigen::Index i = 0; i < c.size(); ++i) c.data()[i] = g(rng);
+    if (k > 2) c.row(k - 1) = c.row(1);  // a duplicate centre: the tie goes to index 1
+    std::vector<std::int32_t> codes;
+    assign_nearest(x, c, codes);
+    EXPECT_EQ(codes, gemm_reference_codes(x, c)) << n << " x " << k << " x " << d;
+    for (auto code : codes) {
+      ASSERT_GE(code, 0);
+      ASSERT_LT(code, k - (k > 2 ? 1 : 0));
+    }
+  }
+  RowMatrix x = RowMatrix::Zero(2, 4), c = RowMatrix::Zero(3, 4);  // all equidistant
+  std::vector<std::int32_t> codes;
+  assign_nearest(x, c, codes);
+  EXPECT_EQ(codes, (std::vector<std::int32_t>{0, 0}));
+  EXPECT_THROW(assign_nearest(x, RowMatrix::Zero(3, 5), codes), std::invalid_argument);
+  EXPECT_THROW(assign_nearest(RowMatrix::Zero(2, 65), RowMatrix::Zero(3, 65), codes),
+               std::invalid_argument);
 }
 
 TEST(Codebook, FileRoundTripsAndCorruptionIsRejected) {

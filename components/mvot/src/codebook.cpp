@@ -1,8 +1,11 @@
-// VQ codebook: patch extraction, GEMM nearest-code search, k-means training, msgpack file with a
-// crc32 checksum, and evaluation (PSNR, code perplexity).
+// VQ codebook: patch extraction, fused register-tiled nearest-code search, k-means training,
+// msgpack file with a crc32 checksum, and evaluation (PSNR, code perplexity).
 #include "neat/mvot/codebook.hpp"
 
 #include <zlib.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <bit>
@@ -43,37 +46,134 @@ RowMatrix image_patches(std::span<const std::uint8_t> pixels, std::size_t count)
   return x;
 }
 
+namespace {
+
+// Register tile of the fused nearest-code search: kTilePatches patches against kLanes codes at a
+// time. With AVX-512 the 8 accumulators, running minima and their indices are 24 registers that
+// stay in place while the transposed codebook streams from L1; elsewhere a portable loop does the
+// same arithmetic (std::fma), slower.
+constexpr int kLanes = 16;
+constexpr int kTilePatches = 8;
+
+// One tile: for each of `rows` (<= kTilePatches) patches starting at x(s, 0), the nearest of the
+// kp (multiple of kLanes) codes whose -2 c^T is `m2ct` (D, kp) and ||c||^2 is `cnorm` (kp; padded
+// codes have +inf). Distances are formed exactly as a GEMM followed by a broadcast add would form
+// them: sum_d fma(x_d, -2 c_d) in order d = 0..D-1 from zero, then + ||c||^2; ties go to the
+// lower index.
+void nearest_tile(const RowMatrix& x, Eigen::Index s, int rows, const float* m2ct,
+                  const float* cnorm, Eigen::Index d_dims, Eigen::Index kp, std::int32_t* codes,
+                  float* minima) {
+  alignas(64) float xs[kTilePatches][64];
+  // Patches beyond `rows` are zero rows whose results are discarded; D <= 64 here.
+  for (int p = 0; p < kTilePatches; ++p) {
+    for (Eigen::Index d = 0; d < d_dims; ++d) {
+      xs[p][d] = p < rows ? x(s + p, d) : 0.0f;
+    }
+  }
+  alignas(64) float best[kTilePatches][kLanes];
+  alignas(64) std::int32_t best_index[kTilePatches][kLanes];
+  for (int p = 0; p < kTilePatches; ++p) {
+    for (int l = 0; l < kLanes; ++l) {
+      best[p][l] = std::numeric_limits<float>::infinity();
+      best_index[p][l] = 0;  // never a padded code, even for non-finite x
+    }
+  }
+#if defined(__AVX512F__)
+  // One 512-bit register per patch: the same fma sequence as the portable loop below, in lanes.
+  __m512 acc[kTilePatches], best_v[kTilePatches];
+  __m512i index_v[kTilePatches];
+  for (int p = 0; p < kTilePatches; ++p) {
+    best_v[p] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+    index_v[p] = _mm512_setzero_si512();
+  }
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  for (Eigen::Index c0 = 0; c0 < kp; c0 += kLanes) {
+    for (int p = 0; p < kTilePatches; ++p) acc[p] = _mm512_setzero_ps();
+    for (Eigen::Index d = 0; d < d_dims; ++d) {
+      const __m512 col = _mm512_loadu_ps(m2ct + d * kp + c0);
+      for (int p = 0; p < kTilePatches; ++p) {
+        acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(xs[p][d]), col, acc[p]);
+      }
+    }
+    const __m512 cn = _mm512_loadu_ps(cnorm + c0);
+    const __m512i code = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(c0)), lane);
+    for (int p = 0; p < kTilePatches; ++p) {
+      const __m512 v = _mm512_add_ps(acc[p], cn);
+      const __mmask16 better = _mm512_cmp_ps_mask(v, best_v[p], _CMP_LT_OQ);  // strict
+      best_v[p] = _mm512_mask_mov_ps(best_v[p], better, v);
+      index_v[p] = _mm512_mask_mov_epi32(index_v[p], better, code);
+    }
+  }
+  for (int p = 0; p < kTilePatches; ++p) {
+    _mm512_store_ps(best[p], best_v[p]);
+    _mm512_store_si512(reinterpret_cast<__m512i*>(best_index[p]), index_v[p]);
+  }
+#else
+  for (Eigen::Index c0 = 0; c0 < kp; c0 += kLanes) {
+    alignas(64) float acc[kTilePatches][kLanes] = {};
+    for (Eigen::Index d = 0; d < d_dims; ++d) {
+      const float* col = m2ct + d * kp + c0;
+      for (int p = 0; p < kTilePatches; ++p) {
+        const float xv = xs[p][d];
+        for (int l = 0; l < kLanes; ++l) acc[p][l] = std::fma(xv, col[l], acc[p][l]);
+      }
+    }
+    for (int p = 0; p < kTilePatches; ++p) {
+      for (int l = 0; l < kLanes; ++l) {
+        const float v = acc[p][l] + cnorm[c0 + l];
+        const bool better = v < best[p][l];  // strict: an earlier code keeps a tie
+        best[p][l] = better ? v : best[p][l];
+        best_index[p][l] = better ? static_cast<std::int32_t>(c0 + l) : best_index[p][l];
+      }
+    }
+  }
+#endif
+  for (int p = 0; p < rows; ++p) {
+    float m = best[p][0];
+    std::int32_t idx = best_index[p][0];
+    for (int l = 1; l < kLanes; ++l) {
+      if (best[p][l] < m || (best[p][l] == m && best_index[p][l] < idx)) {
+        m = best[p][l];
+        idx = best_index[p][l];
+      }
+    }
+    codes[p] = idx;
+    minima[p] = m;
+  }
+}
+
+}  // namespace
+
 void assign_nearest(const RowMatrix& x, const RowMatrix& centres, std::vector<std::int32_t>& codes,
-                    std::vector<float>* squared_errors, Eigen::Index block) {
-  if (centres.rows() == 0 || x.cols() != centres.cols()) {
+                    std::vector<float>* squared_errors) {
+  if (centres.rows() == 0 || x.cols() != centres.cols() || x.cols() > 64) {
     throw std::invalid_argument("assign_nearest: x is (" + std::to_string(x.rows()) + ", " +
                                 std::to_string(x.cols()) + "), centres (" +
                                 std::to_string(centres.rows()) + ", " +
-                                std::to_string(centres.cols()) + ")");
+                                std::to_string(centres.cols()) + "); need equal D <= 64, K >= 1");
   }
-  const Eigen::Index n = x.rows(), k = centres.rows();
+  const Eigen::Index n = x.rows(), k = centres.rows(), d_dims = x.cols();
   codes.resize(static_cast<std::size_t>(n));
   if (squared_errors) squared_errors->resize(static_cast<std::size_t>(n));
-  // -2 C^T (D, K) and ||c||^2 (1, K): the distance block is X C' + ||c||^2; ||x||^2 does not
-  // change the argmin and is added back only for the error.
-  Eigen::MatrixXf neg2ct = -2.0f * centres.transpose();
-  Eigen::RowVectorXf cnorm = centres.rowwise().squaredNorm().transpose();
-  RowMatrix d;
-  for (Eigen::Index s = 0; s < n; s += block) {
-    const Eigen::Index b = std::min(block, n - s);
-    d.resize(b, k);
-    d.noalias() = x.middleRows(s, b) * neg2ct;  // (b, K)
-    d.rowwise() += cnorm;
-    for (Eigen::Index i = 0; i < b; ++i) {
-      // Vectorised minimum, then the first index holding it: Eigen's minCoeff(&index) is a
-      // scalar visitor and costs more than the GEMM here.
-      const float* row = d.row(i).data();
-      const float m = d.row(i).minCoeff();
-      const auto best = static_cast<Eigen::Index>(std::find(row, row + k, m) - row);
-      codes[static_cast<std::size_t>(s + i)] = static_cast<std::int32_t>(best);
+  // -2 C^T (D, Kp) and ||c||^2 (Kp), K padded to a multiple of kLanes with codes at +inf
+  // distance. ||x||^2 does not change the argmin and is added back only for the error.
+  const Eigen::Index kp = (k + kLanes - 1) / kLanes * kLanes;
+  RowMatrix m2ct = RowMatrix::Zero(d_dims, kp);
+  m2ct.leftCols(k) = -2.0f * centres.transpose();
+  std::vector<float> cnorm(static_cast<std::size_t>(kp), std::numeric_limits<float>::infinity());
+  for (Eigen::Index j = 0; j < k; ++j) {
+    cnorm[static_cast<std::size_t>(j)] = centres.row(j).squaredNorm();
+  }
+  std::int32_t tile_codes[kTilePatches];
+  float tile_minima[kTilePatches];
+  for (Eigen::Index s = 0; s < n; s += kTilePatches) {
+    const int rows = static_cast<int>(std::min<Eigen::Index>(kTilePatches, n - s));
+    nearest_tile(x, s, rows, m2ct.data(), cnorm.data(), d_dims, kp, tile_codes, tile_minima);
+    for (int p = 0; p < rows; ++p) {
+      codes[static_cast<std::size_t>(s + p)] = tile_codes[p];
       if (squared_errors) {
-        (*squared_errors)[static_cast<std::size_t>(s + i)] =
-            std::max(0.0f, m + x.row(s + i).squaredNorm());
+        (*squared_errors)[static_cast<std::size_t>(s + p)] =
+            std::max(0.0f, tile_minima[p] + x.row(s + p).squaredNorm());
       }
     }
   }

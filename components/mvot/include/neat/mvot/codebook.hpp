@@ -36,11 +36,14 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 RowMatrix image_patches(std::span<const std::uint8_t> pixels, std::size_t count);
 
 /// Nearest centre of every row of `x` (N, D) among `centres` (K, D), by squared Euclidean
-/// distance computed as a GEMM, ||x||^2 - 2 x.c + ||c||^2, in blocks of `block` rows. Ties go
-/// to the lower index. Writes codes (N) and, if non-null, squared errors (N) of each row.
-/// Throws std::invalid_argument on a dimension mismatch or K == 0.
+/// distance ||x||^2 - 2 x.c + ||c||^2 (the VQ assignment of MVoT's visual tokenizer). The
+/// -2 x.c + ||c||^2 part is computed as a GEMM would (fma over d = 0..D-1 from zero, then
+/// + ||c||^2), but fused with the argmin in register tiles of 8 rows x 16 centres, so the (N, K)
+/// distance matrix is never stored. Ties go to the lower index. Writes codes (N) and, if
+/// non-null, squared errors (N) of each row.
+/// Throws std::invalid_argument on a dimension mismatch, K == 0 or D > 64.
 void assign_nearest(const RowMatrix& x, const RowMatrix& centres, std::vector<std::int32_t>& codes,
-                    std::vector<float>* squared_errors = nullptr, Eigen::Index block = 256);
+                    std::vector<float>* squared_errors = nullptr);
 
 struct KMeansOptions {
   int k = 512;                      ///< number of centres
