@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "neat/blt/byte_lm.hpp"
+#include "neat/components/paths.hpp"
 #include "neat/t2/dispatch.hpp"
 
 namespace neat::t2 {
@@ -103,9 +104,9 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
     if (c["ttl_seconds"]) cache_options.ttl_seconds = c["ttl_seconds"].as<double>();
   }
   cache_ = std::make_unique<WeightCache>(cache_options);
-  if (!experts_) experts_.emplace(ExpertSet::load(experts_file));
+  if (!experts_) experts_.emplace(ExpertSet::load(components::resolve_path(experts_file)));
   if (compose) {
-    base_ = blt::load_byte_lm(base_file);
+    base_ = blt::load_byte_lm(components::resolve_path(base_file));
     factors_.emplace(ModelFactors::decompose(*base_, SvdOptions{}));
     experts_->check_compatible(*factors_);
   }
