@@ -50,6 +50,7 @@
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/entropy_stream.hpp"
 #include "neat/blt/patcher.hpp"
+#include "neat/hardware/detect.hpp"
 #include "neat/nn/ops.hpp"
 
 namespace fs = std::filesystem;
@@ -72,13 +73,10 @@ double load_average() {
   return getloadavg(load, 1) == 1 ? load[0] : -1.0;
 }
 
+// The machine line of the results: the CPU model as hardware detection reads it.
 std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
+  const auto model = neat::hardware::detect_hardware().cpu_model;
+  return model.empty() ? "unknown" : model;
 }
 
 enum class StreamShape { token, document };

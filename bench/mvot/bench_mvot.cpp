@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "neat/hardware/detect.hpp"
 #include "neat/mvot/codebook.hpp"
 #include "neat/mvot/idx.hpp"
 
@@ -26,13 +27,10 @@ using namespace neat::mvot;
 
 namespace {
 
+// The machine line of the results: the CPU model as hardware detection reads it.
 std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
+  const auto model = neat::hardware::detect_hardware().cpu_model;
+  return model.empty() ? "unknown" : model;
 }
 
 }  // namespace

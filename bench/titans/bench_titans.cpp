@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "neat/hardware/detect.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/titans/memory.hpp"
 
@@ -25,13 +26,10 @@ using namespace neat;
 
 namespace {
 
+// The machine line of the results: the CPU model as hardware detection reads it.
 std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
+  const auto model = neat::hardware::detect_hardware().cpu_model;
+  return model.empty() ? "unknown" : model;
 }
 
 void write_f32(const fs::path& file, const nn::Tensorf& t) {
