@@ -33,5 +33,6 @@ std::string source_path(const std::string& relative);
 // (Add yours here and in main.cpp's `modules` list; cli/CMakeLists.txt globs cmd_*.cpp.)
 CommandRunner add_mvot_commands(const CommandParents& parents);  // cmd_mvot.cpp
 CommandRunner add_t2_commands(const CommandParents& parents);    // cmd_t2.cpp
+CommandRunner add_titans_commands(const CommandParents& parents);  // cmd_titans.cpp
 
 }  // namespace neat::cli

@@ -158,8 +158,11 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
   o.progress = print_table;
   spdlog::info("launching pipeline '{}' (run id {}, output {})", o.spec.name, o.run_id, out);
   auto outcome = cli::launch(o, stop);
-  if (print_table && outcome.completed)
+  if (print_table && outcome.completed) {
+    job::add_run_totals(std::filesystem::path(out) / "report.json",
+                        std::filesystem::path(out) / "run.json");
     print_report_table(std::filesystem::path(out) / "report.json");
+  }
   if (!outcome.completed) {
     spdlog::error("run did not complete: {}", outcome.error);
     return outcome.interrupted ? 130 : 1;
@@ -371,6 +374,7 @@ int main(int argc, char** argv) {
   const cli::CommandParents parents{app, *train};
   modules.push_back(cli::add_mvot_commands(parents));
   modules.push_back(cli::add_t2_commands(parents));
+  modules.push_back(cli::add_titans_commands(parents));
   (void)parents;
 
   CLI11_PARSE(app, argc, argv);

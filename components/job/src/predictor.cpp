@@ -1,6 +1,7 @@
 // blt_predict: per-document scoring under the byte LM variants; publishes blt.scores.
 #include "neat/job/predictor.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -82,7 +83,8 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
                           t.doc_id, t.path, doc.tokens.size(), t.token_count);
           return;
         }
-        doc.deadline = std::chrono::steady_clock::now() + wait_;
+        doc.arrived = std::chrono::steady_clock::now();
+        doc.deadline = doc.arrived + wait_;
         if (auto early = early_adaptations_.find(t.doc_id); early != early_adaptations_.end()) {
           doc.adaptation = early->second;
           early_adaptations_.erase(early);
@@ -145,6 +147,9 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
   ++items_done_;
   bytes_ += s.bytes;
   for (std::size_t v = 0; v < s.variants.size(); ++v) bits_[s.variants[v]] += s.bits[v];
+  latency_ms_.push_back(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - doc.arrived)
+          .count());
   const auto n = static_cast<std::int64_t>(logprob.size());
   bus::publish(ctx.node(), output_, s,
                {bus::TensorOut::from_vector("logprob", bus::DType::f32,
@@ -172,6 +177,13 @@ bool Predictor::step(components::Context& ctx) {
 }
 
 nlohmann::json Predictor::stats() const {
+  auto quantile = [this](double q) {
+    if (latency_ms_.empty()) return 0.0;
+    auto v = latency_ms_;
+    const auto k = static_cast<std::size_t>(q * double(v.size() - 1) + 0.5);
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k];
+  };
   nlohmann::json bits = nlohmann::json::object();
   for (const auto& [v, b] : bits_) bits[v] = b;
   return {{"progress",
@@ -180,6 +192,8 @@ nlohmann::json Predictor::stats() const {
             {"bits", bits_.count("base") ? bits_.at("base") : 0.0}}},
           {"pending", pending_.size()},
           {"rejected", rejected_},
+          {"latency_ms",
+           {{"p50", quantile(0.5)}, {"p99", quantile(0.99)}, {"items", latency_ms_.size()}}},
           {"missed_adaptations", missed_adaptations_},
           {"weight_cache", cache_ ? nlohmann::json{{"hits", cache_->stats().hits},
                                                    {"misses", cache_->stats().misses},

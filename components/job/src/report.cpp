@@ -234,6 +234,46 @@ std::string report_table(const nlohmann::json& report) {
   return out + images;
 }
 
+void add_run_totals(const std::filesystem::path& report_json,
+                    const std::filesystem::path& run_json) {
+  std::ifstream rin(report_json), uin(run_json);
+  if (!rin || !uin) return;
+  auto report = nlohmann::json::parse(rin, nullptr, false);
+  const auto run = nlohmann::json::parse(uin, nullptr, false);
+  if (report.is_discarded() || run.is_discarded() || !report.contains("totals")) return;
+  const double wall = run.value("wall_seconds", 0.0);
+  const auto& t = report["totals"];
+  nlohmann::json out = {{"wall_seconds", wall},
+                        {"memory", run.value("memory", nlohmann::json::object())},
+                        {"stability", run.value("learning", nlohmann::json::object())}};
+  if (wall > 0) {
+    out["bytes_per_second"] = t.value("bytes", 0.0) / wall;
+    out["images_per_second"] = t.value("images", 0.0) / wall;
+  }
+  nlohmann::json bus = nlohmann::json::object();
+  const nlohmann::json no_object = nlohmann::json::object();
+  const auto& components = run.contains("components") ? run["components"] : no_object;
+  for (const auto& [name, c] : components.items()) {
+    const auto& stats = c.contains("stats") ? c["stats"] : no_object;
+    if (stats.contains("component") && stats["component"].contains("latency_ms")) {
+      out["latency_ms"] = stats["component"]["latency_ms"];
+    }
+    std::uint64_t messages = 0, bytes = 0, dropped = 0;
+    if (stats.contains("bus") && stats["bus"].contains("topics")) {
+      for (const auto& [topic, st] : stats["bus"]["topics"].items()) {
+        messages += st.value("published", std::uint64_t{0});
+        bytes += st.value("published_bytes", std::uint64_t{0});
+        dropped += st.value("dropped", std::uint64_t{0});
+      }
+    }
+    bus[name] = {
+        {"published_messages", messages}, {"published_bytes", bytes}, {"dropped", dropped}};
+  }
+  out["bus"] = bus;
+  report["run"] = out;
+  std::ofstream(report_json) << report.dump(2) << "\n";
+}
+
 config::Schema Report::schema() {
   using config::Schema;
   return Schema::map()

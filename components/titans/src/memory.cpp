@@ -491,7 +491,7 @@ MemoryState<T> NeuralMemory<T>::initial_state(std::uint64_t document) const {
   for (const auto& w : params_.m0) s.momentum.push_back(Tensor<T>::zeros(w.shape()));
   if (config_.persistent > 0) {
     const DenormalGuard denormals;
-    write_chunk(s, params_.persistent, {}, nullptr);
+    write_chunk(s, params_.persistent, nullptr, {}, nullptr);
     s.step = 0;
     s.previous_gradient.clear();
   }
@@ -500,9 +500,10 @@ MemoryState<T> NeuralMemory<T>::initial_state(std::uint64_t document) const {
 
 template <typename T>
 void NeuralMemory<T>::write_chunk(MemoryState<T>& state, const Tensor<T>& x,
-                                  const WritePolicy& policy,
+                                  const Tensor<T>* x_value, const WritePolicy& policy,
                                   std::vector<ChunkRecord>* records) const {
-  const Projection pr = project(x, /*with_query=*/false);
+  Projection pr = project(x, /*with_query=*/false);
+  if (x_value) pr.v = nn::matmul(*x_value, params_.w_v);
   ChunkRecord rec;
   rec.report.step = state.step;
   rec.report.patches = x.size(0);
@@ -580,7 +581,34 @@ void NeuralMemory<T>::flush(MemoryState<T>& state, const WritePolicy& policy,
   const DenormalGuard denormals;
   const Tensor<T> x = state.pending;
   state.pending = Tensor<T>();
-  write_chunk(state, x, policy, records);
+  write_chunk(state, x, nullptr, policy, records);
+}
+
+template <typename T>
+Tensor<T> NeuralMemory<T>::read(const MemoryState<T>& state, const Tensor<T>& x) const {
+  if (x.dim() != 2 || x.size(1) != config_.input_dim) {
+    throw std::invalid_argument("titans: query latents have shape " + nn::shape_string(x.shape()) +
+                                ", expected (n, " + std::to_string(config_.input_dim) + ")");
+  }
+  const DenormalGuard denormals;
+  Tensor<T> q = nn::matmul(x, params_.w_q);
+  if (config_.l2_norm) q = l2_normalize(q);
+  return memory_apply(state.weights, q);
+}
+
+template <typename T>
+void NeuralMemory<T>::write_pairs(MemoryState<T>& state, const Tensor<T>& key_latents,
+                                  const Tensor<T>& value_latents, const WritePolicy& policy,
+                                  std::vector<ChunkRecord>* records) const {
+  if (key_latents.dim() != 2 || key_latents.size(1) != config_.input_dim ||
+      value_latents.shape() != key_latents.shape() || key_latents.size(0) < 1) {
+    throw std::invalid_argument(
+        "titans: write_pairs needs key and value latents of one shape (n, " +
+        std::to_string(config_.input_dim) + "), n >= 1, got " +
+        nn::shape_string(key_latents.shape()) + " and " + nn::shape_string(value_latents.shape()));
+  }
+  const DenormalGuard denormals;
+  write_chunk(state, key_latents, &value_latents, policy, records);
 }
 
 #define NEAT_TITANS_INSTANTIATE(T)                                                       \

@@ -48,7 +48,7 @@ class Predictor : public components::Component {
     std::string path, modality;
     std::vector<std::int32_t> tokens;
     std::uint64_t item_bytes = 0;
-    std::chrono::steady_clock::time_point deadline;
+    std::chrono::steady_clock::time_point arrived, deadline;
     std::optional<blt::Adaptation> adaptation;
   };
   /// Whether every input the enabled variants need has arrived.
@@ -75,6 +75,7 @@ class Predictor : public components::Component {
   std::uint64_t items_done_ = 0, bytes_ = 0, rejected_ = 0;
   std::map<std::string, double> bits_;  ///< per variant, over all documents
   double busy_seconds_ = 0.0;
+  std::vector<double> latency_ms_;  ///< per item: tokens arrived -> scores published
   std::uint64_t tokens_scored_ = 0;
 };
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -55,6 +56,15 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
 /// bits per byte for each byte LM variant present (base, +T2, +Titans, full) next to the
 /// compressors, domain identification accuracy; then one line for the images.
 std::string report_table(const nlohmann::json& report);
+
+/// Adds the run's own totals from the launcher's run.json to report.json (a "run" block):
+/// wall time, throughput (bytes/s, images/s), predictor latency per item (p50, p99),
+/// per-component peak memory and budget grant, stability events (learning-rate changes,
+/// rollbacks), bus statistics per component (messages, bytes, drops). Kept apart from the
+/// measured results so that runs of different shapes still compare field by field. Does
+/// nothing when either file is missing or unreadable (a failed run).
+void add_run_totals(const std::filesystem::path& report_json,
+                    const std::filesystem::path& run_json);
 
 class Report : public components::Component {
  public:

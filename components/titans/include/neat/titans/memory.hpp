@@ -194,13 +194,25 @@ class NeuralMemory {
   /// Changes the chunk size C (degrade: shrink_chunks); pending patches beyond the new size
   /// are written at the next forward(). Throws std::invalid_argument for chunk < 1.
   void set_chunk(std::int64_t chunk);
+  /// Readout y = M*(q) of latents x (n, d_in) at the state's current weights, no update
+  /// (q = x W_Q, l2-normalised when configured). Returns (n, d).
+  nn::Tensor<T> read(const MemoryState<T>& state, const nn::Tensor<T>& x) const;
+  /// Writes one chunk of n associations whose keys come from key_latents (n, d_in) and whose
+  /// values come from value_latents (n, d_in): k_t = key_t W_K, v_t = value_t W_V, theta, eta
+  /// and alpha from the key latents (eq. 12-18 with x_t split into a key and a value side, the
+  /// MAG use in mag.hpp: key = latent of patch p, value = latent of patch p + 1). The pending
+  /// latents of the state are not touched. Throws std::invalid_argument on shape mismatch.
+  void write_pairs(MemoryState<T>& state, const nn::Tensor<T>& key_latents,
+                   const nn::Tensor<T>& value_latents, const WritePolicy& policy = {},
+                   std::vector<ChunkRecord>* records = nullptr) const;
   /// Writes the pending (partial) chunk, if any (end of a document).
   void flush(MemoryState<T>& state, const WritePolicy& policy = {},
              std::vector<ChunkRecord>* records = nullptr) const;
 
  private:
-  void write_chunk(MemoryState<T>& state, const nn::Tensor<T>& x, const WritePolicy& policy,
-                   std::vector<ChunkRecord>* records) const;
+  // Values from *x_value when given, else from x (keys, values and gates from one latent).
+  void write_chunk(MemoryState<T>& state, const nn::Tensor<T>& x, const nn::Tensor<T>* x_value,
+                   const WritePolicy& policy, std::vector<ChunkRecord>* records) const;
   MemoryConfig config_;
   MemoryParams<T> params_;
 };

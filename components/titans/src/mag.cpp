@@ -1,0 +1,344 @@
+// MAG injection of the Titans memory readout into the frozen byte LM (Behrouz et al. 2024,
+// §4.2): patching and latents from the byte LM, the causal readouts of "what followed this
+// context", the gated residual, the block hook for predictors and the model file.
+#include "neat/titans/mag.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <span>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "neat/blt/entropy_stream.hpp"
+#include "neat/nn/checkpoint.hpp"
+#include "neat/nn/ops.hpp"
+
+namespace neat::titans {
+
+using nn::Tensor;
+
+template <typename T>
+MagInjection<T> MagInjection<T>::init(const MagConfig& config, std::uint64_t seed) {
+  if (config.model_dim < 1 || config.memory_dim < 1 || config.layer < 0) {
+    throw std::invalid_argument("titans mag: model_dim and memory_dim must be >= 1, layer >= 0");
+  }
+  std::mt19937_64 rng(seed);
+  MagInjection<T> m;
+  m.config = config;
+  m.w_o = Tensor<T>::zeros({config.memory_dim, config.model_dim}, true);
+  m.w_g = Tensor<T>::randn({config.model_dim, config.model_dim}, rng,
+                           T(1) / std::sqrt(static_cast<T>(config.model_dim)), 0, true);
+  m.b_g = Tensor<T>::zeros({config.model_dim}, true);
+  return m;
+}
+
+template <typename T>
+std::vector<std::pair<std::string, Tensor<T>>> MagInjection<T>::named() const {
+  return {{"w_o", w_o}, {"w_g", w_g}, {"b_g", b_g}};
+}
+
+template <typename T>
+Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout) const {
+  const std::int64_t C = config.model_dim, d = config.memory_dim;
+  if (x.dim() != 3 || x.size(2) != C || readout.dim() != 3 || readout.size(2) != d ||
+      readout.size(0) != x.size(0) || readout.size(1) != x.size(1)) {
+    throw std::invalid_argument("titans mag: inject needs x (B, L, " + std::to_string(C) +
+                                ") and readout (B, L, " + std::to_string(d) + "), got " +
+                                nn::shape_string(x.shape()) + " and " +
+                                nn::shape_string(readout.shape()));
+  }
+  const Tensor<T> x2 = nn::reshape(x, {-1, C});
+  const Tensor<T> gate = nn::sigmoid(nn::add(nn::matmul(x2, w_g), b_g));  // (B L, C)
+  const Tensor<T> term = nn::matmul(nn::reshape(readout, {-1, d}), w_o);  // (B L, C)
+  return nn::reshape(nn::add(x2, nn::mul(gate, term)), x.shape());
+}
+
+DocumentPatches patch_document(const nn::TransformerLM<float>& model,
+                               const std::vector<std::int32_t>& tokens,
+                               const blt::PatcherOptions& patcher, std::int64_t capture_layer) {
+  nn::NoGradGuard no_grad;
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  const std::int64_t context = model.config().max_seq_len, C = model.config().dim;
+  const std::int64_t vocab = model.config().vocab_size;
+  if (n < 2) throw std::invalid_argument("titans: patch_document needs BOS and >= 1 token");
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (tokens[static_cast<std::size_t>(i)] < 0 || tokens[static_cast<std::size_t>(i)] >= vocab) {
+      throw std::invalid_argument("titans: token " + std::to_string(tokens[i]) + " at position " +
+                                  std::to_string(i) + " is outside the vocabulary");
+    }
+  }
+  if (capture_layer >= 0 && ((n - 1) % context != 0 || capture_layer >= model.config().layers)) {
+    throw std::invalid_argument(
+        "titans: capturing a layer needs (tokens - 1) a multiple of the context " +
+        std::to_string(context) + " and a layer below " + std::to_string(model.config().layers));
+  }
+  DocumentPatches out;
+  out.entropies.assign(static_cast<std::size_t>(n), 0.0);
+  std::vector<float> hidden(static_cast<std::size_t>(n * C));
+  std::vector<Tensor<float>> captured;
+  // Windows [s, s + len): the full windows of target_log_probs, then the last position alone.
+  const std::int64_t group_size = 8;
+  std::vector<std::int64_t> full;
+  for (std::int64_t s = 0; s + context <= n; s += context) full.push_back(s);
+  auto run = [&](const std::vector<std::int64_t>& starts, std::int64_t len) {
+    std::vector<std::int32_t> in;
+    for (auto s : starts) in.insert(in.end(), tokens.begin() + s, tokens.begin() + s + len);
+    const auto b = static_cast<std::int64_t>(starts.size());
+    nn::TransformerLM<float>::BlockHook hook;
+    if (capture_layer >= 0) {
+      hook = [&](std::int64_t layer, const Tensor<float>& x) {
+        if (layer == capture_layer) captured.push_back(x.contiguous());
+        return x;
+      };
+    }
+    const Tensor<float> h = model.hidden(in, b, len, hook).contiguous();
+    const Tensor<float> logits = model.lm_head.forward(h).contiguous();
+    for (std::int64_t r = 0; r < b; ++r) {
+      for (std::int64_t i = 0; i < len; ++i) {
+        const std::int64_t pos = starts[static_cast<std::size_t>(r)] + i, row = r * len + i;
+        std::memcpy(hidden.data() + pos * C, h.data() + row * C, sizeof(float) * C);
+        out.entropies[static_cast<std::size_t>(pos)] =
+            blt::logit_row_stats({logits.data() + row * vocab, static_cast<std::size_t>(vocab)})
+                .entropy;
+      }
+    }
+  };
+  for (std::size_t g = 0; g < full.size(); g += group_size) {
+    run(std::vector<std::int64_t>(
+            full.begin() + static_cast<std::ptrdiff_t>(g),
+            full.begin() + static_cast<std::ptrdiff_t>(std::min(full.size(), g + group_size))),
+        context);
+  }
+  const std::int64_t covered = static_cast<std::int64_t>(full.size()) * context;
+  if (covered < n) {
+    if (capture_layer >= 0) {  // the lone last position is not part of the training windows
+      const auto keep = captured;
+      run({covered}, n - covered);
+      captured = keep;
+    } else {
+      run({covered}, n - covered);
+    }
+  }
+  const auto flags = blt::patch_starts(out.entropies, tokens, patcher);
+  out.patch_of_position.resize(static_cast<std::size_t>(n));
+  std::int64_t p = -1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (flags[static_cast<std::size_t>(i)] || i == 0) {
+      ++p;
+      out.patch_starts.push_back(i);
+    }
+    out.patch_of_position[static_cast<std::size_t>(i)] = p;
+  }
+  const auto P = static_cast<std::int64_t>(out.patch_starts.size());
+  std::vector<double> sums(static_cast<std::size_t>(P * C), 0.0);
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(P), 0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t q = out.patch_of_position[static_cast<std::size_t>(i)];
+    ++counts[static_cast<std::size_t>(q)];
+    for (std::int64_t c = 0; c < C; ++c)
+      sums[static_cast<std::size_t>(q * C + c)] += hidden[static_cast<std::size_t>(i * C + c)];
+  }
+  std::vector<float> latents(static_cast<std::size_t>(P * C));
+  for (std::int64_t q = 0; q < P; ++q)
+    for (std::int64_t c = 0; c < C; ++c)
+      latents[static_cast<std::size_t>(q * C + c)] = static_cast<float>(
+          sums[static_cast<std::size_t>(q * C + c)] / counts[static_cast<std::size_t>(q)]);
+  out.latents = Tensor<float>::from_vector({P, C}, latents);
+  if (capture_layer >= 0) out.captured = nn::concat(captured, 0);
+  return out;
+}
+
+template <typename T>
+Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, bool update,
+                       std::vector<ChunkRecord>* records) {
+  const auto& c = memory.config();
+  if (latents.dim() != 2 || latents.size(1) != c.input_dim || latents.size(0) < 1) {
+    throw std::invalid_argument("titans mag: latents have shape " +
+                                nn::shape_string(latents.shape()) + ", expected (P >= 1, " +
+                                std::to_string(c.input_dim) + ")");
+  }
+  const std::int64_t P = latents.size(0);
+  // Unit-norm latents: the byte LM's pooled hidden states have norms of about 25, which makes
+  // the values v = x W_V (and with them the inner gradients) so large that the chunked updates
+  // diverge; q and k are l2-normalised by the memory anyway.
+  const Tensor<T> x =
+      nn::mul(latents,
+              nn::exp(nn::scale(
+                  nn::log(nn::add_scalar(nn::sum(nn::mul(latents, latents), {-1}, true), T(1e-12))),
+                  T(-0.5))));
+  MemoryState<T> state = memory.initial_state();
+  std::vector<Tensor<T>> rows = {Tensor<T>::zeros({1, c.dim})};  // patch 0 receives nothing
+  for (std::int64_t s = 0; s + 1 < P; s += c.chunk) {
+    const std::int64_t e = std::min(s + c.chunk, P - 1);
+    const Tensor<T> keys = nn::slice(x, 0, s, e);  // x_j, j in [s, e)
+    rows.push_back(memory.read(state, keys));      // r_{j+1}: earlier chunks only
+    if (update && e < P - 1)
+      memory.write_pairs(state, keys, nn::slice(x, 0, s + 1, e + 1), {}, records);
+  }
+  return rows.size() == 1 ? rows[0] : nn::concat(rows, 0);
+}
+
+blt::WindowHook make_readout_hook(const MagInjection<float>& injection,
+                                  const std::vector<std::int64_t>& patch_of_position,
+                                  const std::vector<float>& readouts) {
+  const std::int64_t d = injection.config.memory_dim;
+  if (readouts.empty() || readouts.size() % static_cast<std::size_t>(d) != 0) {
+    throw std::invalid_argument("titans mag: readouts hold " + std::to_string(readouts.size()) +
+                                " values, not a non-empty multiple of d = " + std::to_string(d));
+  }
+  const auto P = static_cast<std::int64_t>(readouts.size()) / d;
+  const Tensor<float> table = Tensor<float>::from_vector({P, d}, readouts);
+  return [injection, patch_of_position, table, P](
+             const std::vector<std::int64_t>& starts,
+             std::int64_t len) -> nn::TransformerLM<float>::BlockHook {
+    std::vector<std::int32_t> index;
+    index.reserve(starts.size() * static_cast<std::size_t>(len));
+    for (auto s : starts) {
+      for (std::int64_t i = 0; i < len; ++i) {
+        const auto pos = static_cast<std::size_t>(s + i);
+        if (pos >= patch_of_position.size()) {
+          throw std::out_of_range("titans mag: position " + std::to_string(pos) +
+                                  " has no patch (" + std::to_string(patch_of_position.size()) +
+                                  " positions)");
+        }
+        const std::int64_t p = patch_of_position[pos];
+        if (p < 0 || p >= P) {
+          throw std::out_of_range("titans mag: patch " + std::to_string(p) + " of position " +
+                                  std::to_string(pos) + " has no readout row (" +
+                                  std::to_string(P) + ")");
+        }
+        index.push_back(static_cast<std::int32_t>(p));
+      }
+    }
+    const Tensor<float> r =
+        nn::gather_rows(table, index, {static_cast<std::int64_t>(starts.size()), len});
+    return [injection, r](std::int64_t layer, const Tensor<float>& x) {
+      return layer == injection.config.layer ? injection.inject(x, r) : x;
+    };
+  };
+}
+
+namespace {
+
+nn::CheckpointTensor to_checkpoint(const std::string& name, const Tensor<float>& t) {
+  nn::CheckpointTensor c;
+  c.name = name;
+  c.dtype = nn::DType::f32;
+  c.shape = t.shape();
+  const auto v = t.to_vector();
+  c.data.resize(v.size() * sizeof(float));
+  std::memcpy(c.data.data(), v.data(), c.data.size());
+  return c;
+}
+
+}  // namespace
+
+void save_mag_model(const std::filesystem::path& path, const MagModel& model) {
+  if (!model.memory) throw std::invalid_argument("titans mag: save_mag_model without a memory");
+  const auto& m = model.memory_config;
+  const nlohmann::json config = {{"format", "neat.titans.mag"},
+                                 {"memory",
+                                  {{"input_dim", m.input_dim},
+                                   {"dim", m.dim},
+                                   {"depth", m.depth},
+                                   {"hidden", m.hidden},
+                                   {"chunk", m.chunk},
+                                   {"persistent", m.persistent},
+                                   {"l2_norm", m.l2_norm},
+                                   {"theta_max", m.theta_max},
+                                   {"eta_max", m.eta_max},
+                                   {"alpha_max", m.alpha_max}}},
+                                 {"mag",
+                                  {{"layer", model.injection.config.layer},
+                                   {"model_dim", model.injection.config.model_dim},
+                                   {"memory_dim", model.injection.config.memory_dim}}},
+                                 {"patch_threshold", model.patcher.threshold}};
+  nn::Checkpoint c;
+  c.config = config.dump();
+  for (const auto& [name, t] : model.memory->params().named())
+    c.tensors.push_back(to_checkpoint("memory." + name, t.detach()));
+  for (const auto& [name, t] : model.injection.named())
+    c.tensors.push_back(to_checkpoint("mag." + name, t.detach()));
+  nn::write_checkpoint(path.string(), c);
+}
+
+MagModel load_mag_model(const std::filesystem::path& path) {
+  const nn::Checkpoint c = nn::read_checkpoint(path.string());
+  const std::string where = "titans mag model " + path.string() + ": ";
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(c.config);
+    MagModel model;
+    auto& m = model.memory_config;
+    const auto& mj = config.at("memory");
+    m.input_dim = mj.at("input_dim");
+    m.dim = mj.at("dim");
+    m.depth = mj.at("depth");
+    m.hidden = mj.at("hidden");
+    m.chunk = mj.at("chunk");
+    m.persistent = mj.at("persistent");
+    m.l2_norm = mj.at("l2_norm");
+    m.theta_max = mj.at("theta_max");
+    m.eta_max = mj.at("eta_max");
+    m.alpha_max = mj.at("alpha_max");
+    MagConfig mag;
+    mag.layer = config.at("mag").at("layer");
+    mag.model_dim = config.at("mag").at("model_dim");
+    mag.memory_dim = config.at("mag").at("memory_dim");
+    model.patcher.mode = blt::PatchMode::global;
+    model.patcher.threshold = config.at("patch_threshold");
+    std::map<std::string, const nn::CheckpointTensor*> by_name;
+    for (const auto& t : c.tensors) by_name[t.name] = &t;
+    auto fill = [&](const std::string& name, Tensor<float>& t) {
+      const auto it = by_name.find(name);
+      if (it == by_name.end()) throw std::runtime_error(where + "tensor " + name + " is missing");
+      const auto& ct = *it->second;
+      if (ct.dtype != nn::DType::f32 || ct.shape != t.shape()) {
+        throw std::runtime_error(where + "tensor " + name + " has shape " +
+                                 nn::shape_string(ct.shape) + ", expected f32 " +
+                                 nn::shape_string(t.shape()));
+      }
+      std::vector<float> v(static_cast<std::size_t>(t.numel()));
+      std::memcpy(v.data(), ct.data.data(), v.size() * sizeof(float));
+      t = Tensor<float>::from_vector(t.shape(), v, true);
+      by_name.erase(it);
+    };
+    MemoryParams<float> params = MemoryParams<float>::init(m);
+    fill("memory.w_k", params.w_k);
+    fill("memory.w_v", params.w_v);
+    fill("memory.w_q", params.w_q);
+    fill("memory.theta_w", params.theta_w);
+    fill("memory.theta_b", params.theta_b);
+    fill("memory.eta_w", params.eta_w);
+    fill("memory.eta_b", params.eta_b);
+    fill("memory.alpha_w", params.alpha_w);
+    fill("memory.alpha_b", params.alpha_b);
+    for (std::size_t l = 0; l < params.m0.size(); ++l)
+      fill("memory.m0." + std::to_string(l), params.m0[l]);
+    if (m.persistent > 0) fill("memory.persistent", params.persistent);
+    model.injection = MagInjection<float>::init(mag, 0);
+    fill("mag.w_o", model.injection.w_o);
+    fill("mag.w_g", model.injection.w_g);
+    fill("mag.b_g", model.injection.b_g);
+    if (!by_name.empty())
+      throw std::runtime_error(where + "unexpected tensor " + by_name.begin()->first);
+    model.memory = std::make_unique<NeuralMemory<float>>(m, std::move(params));
+    return model;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(where + "config block: " + e.what());
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(where + e.what());
+  }
+}
+
+template struct MagInjection<float>;
+template struct MagInjection<double>;
+template Tensor<float> mag_readouts(const NeuralMemory<float>&, const Tensor<float>&, bool,
+                                    std::vector<ChunkRecord>*);
+template Tensor<double> mag_readouts(const NeuralMemory<double>&, const Tensor<double>&, bool,
+                                     std::vector<ChunkRecord>*);
+
+}  // namespace neat::titans

@@ -1,0 +1,379 @@
+// `neat train titans` (memory + MAG injection on the frozen byte LM, backpropagating through
+// the inner updates) and `neat titans eval` (bits per byte with test-time memory vs memory
+// frozen at M_0, per domain, and on a document repeated twice in one stream).
+#include "neat/titans/train.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "neat/blt/byte_lm.hpp"
+#include "neat/data/corpus.hpp"
+#include "neat/nn/ops.hpp"
+#include "neat/nn/optim.hpp"
+
+namespace neat::titans {
+
+using config::Schema;
+using nn::Tensor;
+
+config::Schema TitansTrainOptions::schema() {
+  auto memory =
+      Schema::map()
+          .optional("dim", Schema::integer(1, 4096).default_value("256"),
+                    "d: keys, values, readout")
+          .optional("depth", Schema::integer(1, 3).default_value("2"),
+                    "L_M, layers of the memory MLP")
+          .optional("hidden", Schema::integer(1, 8192).default_value("256"),
+                    "hidden width (L_M >= 2)")
+          .optional("chunk", Schema::integer(1, 4096).default_value("32"),
+                    "C, associations per chunk")
+          .optional("persistent", Schema::integer(0, 1024).default_value("4"),
+                    "N_p persistent vectors")
+          .optional("l2_norm", Schema::boolean().default_value("true"), "l2-normalise q and k")
+          .optional("theta_max", Schema::number(0, 100).default_value("0.5"),
+                    "max inner learning rate")
+          .optional("eta_max", Schema::number(0, 1).default_value("0.9"), "max momentum decay")
+          .optional("alpha_max", Schema::number(0, 1).default_value("0.1"), "max forgetting");
+  auto train =
+      Schema::map()
+          .optional("steps", Schema::integer(1, 100000000).default_value("300"), "AdamW steps")
+          .optional("windows", Schema::integer(1, 1024).default_value("8"),
+                    "context windows per training sequence")
+          .optional("repeat_probability", Schema::number(0, 1).default_value("0.5"),
+                    "share of sequences whose second half repeats the first")
+          .optional("lr", Schema::number(0, 10).default_value("0.003"), "peak learning rate")
+          .optional("min_lr", Schema::number(0, 10).default_value("0.0003"), "end of the cosine")
+          .optional("warmup", Schema::integer(0, 100000000).default_value("20"), "warm-up steps")
+          .optional("weight_decay", Schema::number(0, 1).default_value("0"), "AdamW decay")
+          .optional("clip", Schema::number(0, 1e6).default_value("1.0"), "global norm clip")
+          .optional("max_minutes", Schema::number(0.01, 1e6).default_value("20"),
+                    "wall-clock budget; training stops and saves when exceeded")
+          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+          .optional("threads", Schema::integer(0, 4096).default_value("2"), "BLAS threads");
+  return Schema::map()
+      .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
+                "frozen byte LM")
+      .optional("corpus", Schema::string().default_value("data/corpus"), "prepared corpus")
+      .optional("domains", Schema::list(Schema::string(), 1), "train domains")
+      .optional("out_dir", Schema::string().default_value("models/titans"), "output directory")
+      .optional("layer", Schema::integer(0, 64).default_value("2"),
+                "MAG injection after this block")
+      .optional("patch_threshold", Schema::number(0, 100).default_value("1.335442066192627"),
+                "theta_g of the global entropy patching rule (nats)")
+      .optional("memory", memory, "the neural memory")
+      .optional("train", train, "the outer loop");
+}
+
+TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
+  const auto root = config::load_file(file, schema());
+  TitansTrainOptions o;
+  o.memory.chunk = 32;
+  o.memory.theta_max = 0.5;
+  if (root["base_model"]) o.base_model = root["base_model"].as<std::string>();
+  if (root["corpus"]) o.corpus = root["corpus"].as<std::string>();
+  if (root["domains"]) o.domains = root["domains"].as<std::vector<std::string>>();
+  if (root["out_dir"]) o.out_dir = root["out_dir"].as<std::string>();
+  if (root["layer"]) o.layer = root["layer"].as<std::int64_t>();
+  if (root["patch_threshold"]) o.patch_threshold = root["patch_threshold"].as<double>();
+  if (const auto m = root["memory"]) {
+    if (m["dim"]) o.memory.dim = m["dim"].as<std::int64_t>();
+    if (m["depth"]) o.memory.depth = m["depth"].as<std::int64_t>();
+    if (m["hidden"]) o.memory.hidden = m["hidden"].as<std::int64_t>();
+    if (m["chunk"]) o.memory.chunk = m["chunk"].as<std::int64_t>();
+    if (m["persistent"]) o.memory.persistent = m["persistent"].as<std::int64_t>();
+    if (m["l2_norm"]) o.memory.l2_norm = m["l2_norm"].as<bool>();
+    if (m["theta_max"]) o.memory.theta_max = m["theta_max"].as<double>();
+    if (m["eta_max"]) o.memory.eta_max = m["eta_max"].as<double>();
+    if (m["alpha_max"]) o.memory.alpha_max = m["alpha_max"].as<double>();
+  }
+  if (const auto t = root["train"]) {
+    if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
+    if (t["windows"]) o.windows = t["windows"].as<std::int64_t>();
+    if (t["repeat_probability"]) o.repeat_probability = t["repeat_probability"].as<double>();
+    if (t["lr"]) o.lr = t["lr"].as<double>();
+    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
+    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
+    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
+    if (t["clip"]) o.clip = t["clip"].as<double>();
+    if (t["max_minutes"]) o.max_minutes = t["max_minutes"].as<double>();
+    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
+    if (t["threads"]) o.threads = t["threads"].as<int>();
+  }
+  return o;
+}
+
+namespace {
+
+double norm_of_difference(const Tensor<float>& a, const std::vector<float>& b) {
+  const auto v = a.to_vector();
+  double s = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) s += double(v[i] - b[i]) * double(v[i] - b[i]);
+  return std::sqrt(s);
+}
+
+blt::PatcherOptions global_patcher(double threshold) {
+  blt::PatcherOptions p;
+  p.mode = blt::PatchMode::global;
+  p.threshold = threshold;
+  return p;
+}
+
+}  // namespace
+
+nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress) {
+  nn::set_num_threads(o.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto lm = blt::load_byte_lm(o.base_model);
+  lm->set_trainable(false);
+  const auto& lc = lm->config();
+  if (o.layer >= lc.layers) {
+    throw std::invalid_argument("titans train: layer " + std::to_string(o.layer) +
+                                " but the byte LM has " + std::to_string(lc.layers) + " blocks");
+  }
+  MemoryConfig mc = o.memory;
+  mc.input_dim = lc.dim;
+  mc.seed = o.seed;
+  MagModel model;
+  model.memory_config = mc;
+  model.patcher = global_patcher(o.patch_threshold);
+  model.memory = std::make_unique<NeuralMemory<float>>(mc);
+  model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim}, o.seed + 1);
+
+  const auto manifest = data::load_manifest(o.corpus);
+  const std::uint64_t seq_bytes = static_cast<std::uint64_t>(o.windows * lc.max_seq_len);
+  std::vector<std::vector<std::uint8_t>> docs;
+  for (const auto& domain : o.domains)
+    for (auto& d : data::load_split(manifest, domain, data::Split::kTrain))
+      if (d.bytes.size() >= std::max<std::uint64_t>(16384, seq_bytes))
+        docs.push_back(std::move(d.bytes));
+  if (docs.empty()) throw std::invalid_argument("titans train: no train document long enough");
+  progress << "titans train: " << docs.size()
+           << " documents >= " << std::max<std::uint64_t>(16384, seq_bytes)
+           << " bytes, sequences of " << seq_bytes << " bytes\n";
+
+  std::vector<Tensor<float>> params;
+  std::vector<std::pair<std::string, Tensor<float>>> named;
+  for (auto& [n, t] : model.memory->params().named()) named.emplace_back("memory." + n, t);
+  for (auto& [n, t] : model.injection.named()) named.emplace_back("mag." + n, t);
+  for (auto& [n, t] : named) params.push_back(t);
+  const auto w_k0 = model.memory->params().w_k.to_vector();
+  const auto w_v0 = model.memory->params().w_v.to_vector();
+  const auto w_q0 = model.memory->params().w_q.to_vector();
+  const auto w_o0 = model.injection.w_o.to_vector();
+  nn::AdamWOptions ao;
+  ao.lr = o.lr;
+  ao.weight_decay = o.weight_decay;
+  nn::AdamW<float> opt(params, ao);
+  nn::WarmupCosineLr schedule(o.lr, o.warmup, o.steps, o.min_lr);
+
+  std::filesystem::create_directories(o.out_dir);
+  std::ofstream log(o.out_dir / "train_log.csv");
+  log << "step,bits_per_byte,repeat,lr,grad_norm,dW_K,dW_V,dW_Q,dW_o,seconds\n";
+  std::mt19937_64 rng(o.seed);
+  double first_loss = -1, last_loss = 0, avg = 0;
+  std::int64_t step = 0, diverged = 0;
+  nlohmann::json summary;
+  for (; step < o.steps; ++step) {
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (elapsed > o.max_minutes * 60) {
+      progress << "titans train: wall-clock budget of " << o.max_minutes << " min reached at step "
+               << step << "\n";
+      break;
+    }
+    const auto& doc = docs[rng() % docs.size()];
+    const std::uint64_t off = rng() % (doc.size() - seq_bytes + 1);
+    const bool repeat = std::uniform_real_distribution<double>(0, 1)(rng) < o.repeat_probability;
+    std::vector<std::int32_t> tokens = {blt::kBos};
+    for (std::uint64_t i = 0; i < seq_bytes; ++i)
+      tokens.push_back(doc[off + (repeat ? i % (seq_bytes / 2) : i)]);
+    const DocumentPatches dp = patch_document(*lm, tokens, model.patcher, o.layer);
+    const Tensor<float> readouts = mag_readouts(*model.memory, dp.latents, true);
+    bool finite = true;
+    for (float v : readouts.to_vector()) finite = finite && std::isfinite(v);
+    if (!finite) {  // the inner updates diverged on this sequence: no outer step, counted
+      ++diverged;
+      progress << "titans train: step " << step + 1
+               << ": the memory diverged (non-finite readout); step skipped (" << diverged
+               << " so far; lower memory.theta_max or memory.chunk if this recurs)\n";
+      log << step + 1 << ",nan," << (repeat ? 1 : 0) << ",0,0,0,0,0,0,0\n";
+      schedule.advance();
+      if (diverged > std::max<std::int64_t>(5, o.steps / 10))
+        throw std::runtime_error("titans train: the memory diverged on " +
+                                 std::to_string(diverged) +
+                                 " sequences; lower memory.theta_max or memory.chunk");
+      continue;
+    }
+    std::vector<std::int32_t> index, targets;
+    for (std::size_t i = 0; i + 1 < tokens.size(); ++i) {
+      index.push_back(static_cast<std::int32_t>(dp.patch_of_position[i]));
+      targets.push_back(tokens[i + 1]);
+    }
+    const Tensor<float> r = nn::gather_rows(readouts, index, {o.windows, lc.max_seq_len});
+    Tensor<float> x = model.injection.inject(dp.captured, r);
+    for (std::size_t b = static_cast<std::size_t>(o.layer) + 1; b < lm->blocks.size(); ++b)
+      x = lm->blocks[b]->forward(x);
+    const Tensor<float> logits = lm->lm_head.forward(lm->norm_f.forward(x));
+    const Tensor<float> loss = nn::cross_entropy(logits, targets);
+    loss.backward();
+    const double gnorm = nn::clip_grad_norm(params, o.clip);
+    opt.set_lr(schedule.lr());
+    opt.step();
+    opt.zero_grad();
+    const double bpb = static_cast<double>(loss.item()) / std::log(2.0);
+    if (!std::isfinite(bpb))
+      throw std::runtime_error("titans train: non-finite loss at step " + std::to_string(step));
+    if (first_loss < 0) first_loss = bpb;
+    last_loss = bpb;
+    avg = step == 0 ? bpb : 0.95 * avg + 0.05 * bpb;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double dk = norm_of_difference(model.memory->params().w_k, w_k0);
+    const double dv = norm_of_difference(model.memory->params().w_v, w_v0);
+    const double dq = norm_of_difference(model.memory->params().w_q, w_q0);
+    const double dwo = norm_of_difference(model.injection.w_o, w_o0);
+    log << step + 1 << ',' << bpb << ',' << (repeat ? 1 : 0) << ',' << schedule.lr() << ',' << gnorm
+        << ',' << dk << ',' << dv << ',' << dq << ',' << dwo << ',' << secs << '\n';
+    log.flush();
+    progress << "step " << step + 1 << "/" << o.steps << " bpb " << std::fixed
+             << std::setprecision(4) << bpb << " (avg " << avg << ") |dW_K| " << dk << " |dW_V| "
+             << dv << " |dW_Q| " << dq << " |dW_o| " << dwo << " " << std::setprecision(1) << secs
+             << " s\n";
+    schedule.advance();
+    if ((step + 1) % 25 == 0) save_mag_model(o.out_dir / "mag.ckpt", model);  // progress so far
+    summary["final_dW_K"] = dk;
+    summary["final_dW_V"] = dv;
+    summary["final_dW_Q"] = dq;
+    summary["final_dW_o"] = dwo;
+  }
+  save_mag_model(o.out_dir / "mag.ckpt", model);
+  summary["steps"] = step;
+  summary["diverged_steps_skipped"] = diverged;
+  summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  summary["first_bits_per_byte"] = first_loss;
+  summary["last_bits_per_byte"] = last_loss;
+  summary["smoothed_last_bits_per_byte"] = avg;
+  summary["corpus_manifest_sha256"] = manifest.manifest_sha256;
+  summary["checkpoint"] = (o.out_dir / "mag.ckpt").string();
+  return summary;
+}
+
+namespace {
+
+struct DocScores {
+  double base_bits = 0, memory_bits = 0, frozen_bits = 0;
+  std::uint64_t bytes = 0;
+};
+
+// Bits of the byte targets whose position t + 1 lies in [from, to) (all when to == 0).
+double bits_in(const std::vector<std::int32_t>& tokens, const std::vector<double>& lp,
+               std::size_t from, std::size_t to) {
+  double nats = 0;
+  for (std::size_t t = 0; t < lp.size(); ++t) {
+    const std::size_t target = t + 1;
+    if (tokens[target] < 256 && target >= from && (to == 0 || target < to)) nats -= lp[t];
+  }
+  return nats / std::log(2.0);
+}
+
+std::vector<double> scored(const nn::TransformerLM<float>& lm, const MagModel& model,
+                           const std::vector<std::int32_t>& tokens, const DocumentPatches& dp,
+                           bool update) {
+  nn::NoGradGuard no_grad;
+  const Tensor<float> r = mag_readouts(*model.memory, dp.latents, update);
+  return blt::target_log_probs(
+      lm, tokens, 8,
+      make_readout_hook(model.injection, dp.patch_of_position, r.contiguous().to_vector()));
+}
+
+}  // namespace
+
+nlohmann::json evaluate_titans(const TitansEvalOptions& o, std::ostream& progress) {
+  nn::set_num_threads(o.threads);
+  auto lm = blt::load_byte_lm(o.base_model);
+  const MagModel model = load_mag_model(o.model);
+  if (model.injection.config.model_dim != lm->config().dim) {
+    throw std::invalid_argument("titans eval: the MAG model is for width " +
+                                std::to_string(model.injection.config.model_dim) +
+                                ", the byte LM has " + std::to_string(lm->config().dim));
+  }
+  const auto manifest = data::load_manifest(o.corpus);
+  const auto split = data::parse_split(o.split);
+  nlohmann::json out;
+  out["split"] = o.split;
+  out["min_document_bytes"] = o.min_document_bytes;
+  out["corpus_manifest_sha256"] = manifest.manifest_sha256;
+  DocScores total;
+  std::int64_t total_docs = 0;
+  for (const auto& domain : o.domains) {
+    DocScores ds;
+    std::int64_t n_docs = 0;
+    std::vector<std::uint8_t> first;
+    for (const auto& doc : data::load_split(manifest, domain, split)) {
+      if (doc.bytes.size() < o.min_document_bytes) continue;
+      if (first.empty()) first = doc.bytes;
+      if (o.max_documents > 0 && n_docs >= o.max_documents) break;
+      const auto tokens = blt::document_tokens(doc.bytes);
+      const DocumentPatches dp = patch_document(*lm, tokens, model.patcher);
+      ds.base_bits += blt::byte_bits(tokens, blt::target_log_probs(*lm, tokens, 8));
+      ds.memory_bits += bits_in(tokens, scored(*lm, model, tokens, dp, true), 0, 0);
+      ds.frozen_bits += bits_in(tokens, scored(*lm, model, tokens, dp, false), 0, 0);
+      ds.bytes += doc.bytes.size();
+      ++n_docs;
+    }
+    if (n_docs > 0) {
+      const double b = static_cast<double>(ds.bytes);
+      out["domains"][domain] = {{"documents", n_docs},
+                                {"bytes", ds.bytes},
+                                {"base_bpb", ds.base_bits / b},
+                                {"memory_bpb", ds.memory_bits / b},
+                                {"frozen_memory_bpb", ds.frozen_bits / b}};
+      progress << "titans eval " << domain << ": " << out["domains"][domain].dump() << "\n";
+      total.base_bits += ds.base_bits;
+      total.memory_bits += ds.memory_bits;
+      total.frozen_bits += ds.frozen_bits;
+      total.bytes += ds.bytes;
+      total_docs += n_docs;
+    }
+    if (o.repeat && !first.empty()) {
+      // One stream: BOS, the document's first repeat_bytes bytes, the same bytes again, EOS.
+      const std::size_t len = std::min<std::size_t>(first.size(), o.repeat_bytes);
+      std::vector<std::uint8_t> twice(first.begin(),
+                                      first.begin() + static_cast<std::ptrdiff_t>(len));
+      twice.insert(twice.end(), first.begin(), first.begin() + static_cast<std::ptrdiff_t>(len));
+      const auto tokens = blt::document_tokens(twice);
+      const DocumentPatches dp = patch_document(*lm, tokens, model.patcher);
+      const double base =
+          bits_in(tokens, blt::target_log_probs(*lm, tokens, 8), 1 + len, 1 + 2 * len);
+      const double mem =
+          bits_in(tokens, scored(*lm, model, tokens, dp, true), 1 + len, 1 + 2 * len);
+      const double frozen =
+          bits_in(tokens, scored(*lm, model, tokens, dp, false), 1 + len, 1 + 2 * len);
+      const double b = static_cast<double>(len);
+      out["repeat"][domain] = {{"copy_bytes", len},
+                               {"second_copy_base_bpb", base / b},
+                               {"second_copy_memory_bpb", mem / b},
+                               {"second_copy_frozen_memory_bpb", frozen / b},
+                               {"reduction_vs_frozen", 1.0 - mem / frozen},
+                               {"target_met", 1.0 - mem / frozen >= 0.10}};
+      progress << "titans eval repeat " << domain << ": " << out["repeat"][domain].dump() << "\n";
+    }
+  }
+  if (total.bytes > 0) {
+    const double b = static_cast<double>(total.bytes);
+    out["all"] = {{"documents", total_docs},
+                  {"bytes", total.bytes},
+                  {"base_bpb", total.base_bits / b},
+                  {"memory_bpb", total.memory_bits / b},
+                  {"frozen_memory_bpb", total.frozen_bits / b}};
+  }
+  return out;
+}
+
+}  // namespace neat::titans
