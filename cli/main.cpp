@@ -30,6 +30,7 @@
 #include "neat/mvot/interleaved_lm.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "neat/t2/train.hpp"
+#include "neat/titans/train.hpp"
 #include "topic_tools.hpp"
 
 namespace {
@@ -128,6 +129,8 @@ std::string configuration_reference() {
          mvot::InterleavedTrainOptions::schema().describe();
   out += "\n## Transformer² expert training (`configs/train/t2.yaml`)\n\n" +
          t2::T2TrainOptions::schema().describe();
+  out += "\n## Titans MAG training (`configs/train/titans.yaml`)\n\n" +
+         titans::TitansTrainOptions::schema().describe();
   out += "\n## Test-time learning: `components.<name>.learning`\n\n" +
          coordinator::learning_schema().describe();
   out += "\n## Hardware profiles (`configs/profiles/*.yaml`)\n\n" +

@@ -32,7 +32,10 @@ config::Schema Predictor::schema() {
       .optional("adaptation", Schema::string().default_value(""),
                 "Transformer² decisions (t2.adaptation): enables the \"t2\" variant (\"\": off)")
       .optional("experts", Schema::string().default_value("models/t2/experts.ckpt"),
-                "Transformer² expert set (`neat train t2`)");
+                "Transformer² expert set (`neat train t2`)")
+      .optional("memory", Schema::string().default_value(""),
+                "Titans MAG model (`neat train titans`, models/titans/mag.ckpt): enables the "
+                "\"titans\" variant, and \"full\" with t2 (\"\": off)");
 }
 
 void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
@@ -64,6 +67,9 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
                                         early_adaptations_[a.doc_id] = a;
                                       }
                                     });
+  }
+  if (const auto memory = str("memory", ""); !memory.empty()) {
+    mag_.emplace(titans::load_mag_model(components::resolve_path(memory)));
   }
   const auto tokens = str("tokens", "tokens");
   bus::subscribe<mvot::Tokens>(
@@ -133,6 +139,25 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
       s.variants.push_back("t2");
       s.bits.push_back(blt::byte_bits(tokens, t2_lp));
       logprob.insert(logprob.end(), t2_lp.begin(), t2_lp.end());
+    }
+    if (mag_) {
+      // Titans (MAG): the document's patches by the entropy model, the memory learning
+      // "what followed" chunk by chunk at test time, its readout injected through the gate.
+      const auto dp = titans::patch_document(*model_, tokens, mag_->patcher);
+      const auto readouts = titans::mag_readouts(*mag_->memory, dp.latents, /*update=*/true);
+      const auto hook = titans::make_readout_hook(mag_->injection, dp.patch_of_position,
+                                                  readouts.contiguous().to_vector());
+      const auto titans_lp = blt::target_log_probs(*model_, tokens, batch_->size(), hook);
+      s.variants.push_back("titans");
+      s.bits.push_back(blt::byte_bits(tokens, titans_lp));
+      logprob.insert(logprob.end(), titans_lp.begin(), titans_lp.end());
+      if (experts_) {  // both: the adapted weights (written above) with the memory readout
+        const auto& full_model = doc.adaptation && doc.modality == "text" ? *adapted_ : *model_;
+        const auto full_lp = blt::target_log_probs(full_model, tokens, batch_->size(), hook);
+        s.variants.push_back("full");
+        s.bits.push_back(blt::byte_bits(tokens, full_lp));
+        logprob.insert(logprob.end(), full_lp.begin(), full_lp.end());
+      }
     }
   } catch (const std::invalid_argument& e) {
     ++rejected_;

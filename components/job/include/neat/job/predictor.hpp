@@ -26,6 +26,7 @@
 #include "neat/components/component.hpp"
 #include "neat/nn/modules.hpp"
 #include "neat/t2/experts.hpp"
+#include "neat/titans/mag.hpp"
 
 namespace neat::job {
 
@@ -35,7 +36,8 @@ class Predictor : public components::Component {
  public:
   /// `config:` keys: model, tokens, output, wait_ms, batch (initial windows per forward pass;
   /// adaptive up to max_batch), max_batch, adaptation (topic; "" disables the t2 variant),
-  /// experts (Transformer² expert set, models/t2/experts.ckpt).
+  /// experts (Transformer² expert set, models/t2/experts.ckpt), memory (Titans MAG model,
+  /// models/titans/mag.ckpt; "" disables the "titans" and "full" variants).
   static config::Schema schema();
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {output_}; }
@@ -67,6 +69,9 @@ class Predictor : public components::Component {
   std::unique_ptr<nn::TransformerLM<float>> adapted_;
   std::map<std::uint64_t, blt::Adaptation> early_adaptations_;  ///< before their tokens
   std::uint64_t missed_adaptations_ = 0;
+  // Titans variant: the trained memory and its gated injection (MAG). The readouts of a
+  // document come from memory written by its earlier chunks only (titans/mag.hpp).
+  std::optional<titans::MagModel> mag_;
   std::map<std::uint64_t, Pending> pending_;
   std::optional<components::AdaptiveBatch> batch_;
   bool eos_seen_ = false, eos_sent_ = false;
