@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "neat/blt/entropy_stream.hpp"
+#include "neat/components/plot.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "neat/nn/ops.hpp"
@@ -301,60 +302,21 @@ std::string clock_string(double seconds) {
   return buf;
 }
 
-std::optional<fs::path> find_on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return std::nullopt;
-  std::string_view rest(path);
-  while (!rest.empty()) {
-    const auto colon = rest.find(':');
-    const auto dir = rest.substr(0, colon);
-    if (!dir.empty()) {
-      const fs::path candidate = fs::path(dir) / program;
-      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    if (colon == std::string_view::npos) break;
-    rest.remove_prefix(colon + 1);
-  }
-  return std::nullopt;
-}
-
-// A path as a single-quoted gnuplot / shell string ('' stands for ' inside it).
-std::string quoted(const fs::path& p, const std::string& quote_escape) {
-  std::string out = "'";
-  for (char c : p.string()) {
-    if (c == '\'') {
-      out += quote_escape;
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
 // out_dir/loss_curve.png from out_dir/train_log.csv with gnuplot: train bits per token and
 // validation bits per byte against the step. Returns an empty string on success, otherwise why
 // there is no plot.
 std::string plot_loss_curve(const fs::path& out_dir) {
-  const auto gnuplot = find_on_path("gnuplot");
-  if (!gnuplot) return "gnuplot is not on PATH";
-  const auto script = out_dir / "loss_curve.gp";
-  {
-    std::ofstream gp(script);
-    gp << "# Written by neat train blt: the loss curve of train_log.csv.\n"
-       << "set terminal png size 900,540\n"
-       << "set output " << quoted(out_dir / "loss_curve.png", "''") << "\n"
-       << "set datafile separator ','\n"
-       << "set datafile columnheaders\n"
-       << "set xlabel 'step'\nset ylabel 'bits'\nset grid\nset key top right\n"
-       << "plot " << quoted(out_dir / "train_log.csv", "''")
-       << " using 1:3 with lines title 'train, bits per token (bytes, BOS, EOS)', '' using 1:4 "
-          "with linespoints pointtype 7 title 'validation, bits per byte'\n";
-  }
-  const std::string command =
-      quoted(*gnuplot, "'\\''") + " " + quoted(script, "'\\''") + " 2>/dev/null";
-  const int rc = std::system(command.c_str());
-  if (rc != 0) return "gnuplot failed (exit status " + std::to_string(rc) + ")";
-  return {};
+  std::ostringstream gp;
+  gp << "# Written by neat train blt: the loss curve of train_log.csv.\n"
+     << "set terminal png size 900,540\n"
+     << "set output " << components::gnuplot_quoted(out_dir / "loss_curve.png") << "\n"
+     << "set datafile separator ','\n"
+     << "set datafile columnheaders\n"
+     << "set xlabel 'step'\nset ylabel 'bits'\nset grid\nset key top right\n"
+     << "plot " << components::gnuplot_quoted(out_dir / "train_log.csv")
+     << " using 1:3 with lines title 'train, bits per token (bytes, BOS, EOS)', '' using 1:4 "
+        "with linespoints pointtype 7 title 'validation, bits per byte'\n";
+  return components::run_gnuplot(out_dir / "loss_curve.gp", gp.str()).value_or("");
 }
 
 // The AdamW moments and step beside the weights (optimizer.ckpt): tensors "m.<parameter>" and
@@ -524,7 +486,7 @@ TrainReport train_byte_lm(const ByteLMTrainOptions& o, std::ostream& progress, b
   };
   // The loss curve is drawn at each validation and at the end when gnuplot is installed; the
   // CSV is always there.
-  const bool have_gnuplot = find_on_path("gnuplot").has_value();
+  const bool have_gnuplot = components::gnuplot_available();
   auto plot = [&] {
     const auto failed = plot_loss_curve(o.out_dir);
     if (!failed.empty()) progress << "loss_curve.png: " << failed << "\n";

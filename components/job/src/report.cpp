@@ -8,8 +8,14 @@
 
 #include "neat/blt/messages.hpp"
 #include "neat/components/messages.hpp"
+#include "neat/components/paths.hpp"
+#include "neat/components/plot.hpp"
 #include "neat/data/compressors.hpp"
+#include "neat/mvot/codebook.hpp"
+#include "neat/mvot/idx.hpp"
+#include "neat/mvot/image_io.hpp"
 #include "neat/mvot/mvot_component.hpp"
+#include "neat/mvot/tokens.hpp"
 
 namespace neat::job {
 
@@ -234,6 +240,105 @@ std::string report_table(const nlohmann::json& report) {
   return out + images;
 }
 
+nlohmann::json write_plots(const nlohmann::json& report,
+                           const std::map<std::uint64_t, ItemRecord>& items,
+                           const std::filesystem::path& dir, const std::filesystem::path& codebook,
+                           const std::filesystem::path& idx_images) {
+  nlohmann::json out = {{"written", nlohmann::json::array()},
+                        {"skipped", nlohmann::json::object()}};
+  auto done = [&](const std::filesystem::path& file, const std::optional<std::string>& failed) {
+    if (failed) {
+      out["skipped"][file.filename().string()] = *failed;
+    } else {
+      out["written"].push_back(file.string());
+    }
+  };
+  // Bits per byte per domain: one cluster per domain, one bar per variant and compressor.
+  std::vector<std::string> columns;
+  for (const auto* v : {"base", "t2", "titans", "full"}) {
+    if (report["totals"]["bits_per_byte"].contains(v)) columns.push_back(v);
+  }
+  std::vector<std::string> compressors;
+  for (auto c : data::kCompressors) compressors.emplace_back(data::compressor_name(c));
+  {
+    std::ofstream dat(dir / "bits_per_byte.dat");
+    dat << "domain";
+    for (const auto& c : columns) dat << " \"" << c << "\"";
+    for (const auto& c : compressors) dat << " \"" << c << "\"";
+    dat << "\n";
+    for (const auto& [name, d] : report["domains"].items()) {
+      dat << name;
+      for (const auto& c : columns) dat << " " << d["bits_per_byte"].value(c, 0.0);
+      for (const auto& c : compressors) {
+        const auto& cc = d.value("compressors", nlohmann::json::object());
+        dat << " " << (cc.contains(c) && cc[c].is_number() ? cc[c].get<double>() : 0.0);
+      }
+      dat << "\n";
+    }
+  }
+  const auto n = columns.size() + compressors.size();
+  std::string gp = "set terminal png size 1000,560\nset output " +
+                   components::gnuplot_quoted(dir / "bits_per_byte.png") +
+                   "\nset style data histogram\nset style histogram cluster gap 1\n"
+                   "set style fill solid 0.8 border -1\nset ylabel 'bits per byte'\n"
+                   "set key outside right\nset grid ytics\nset yrange [0:*]\n"
+                   "set title 'bits per byte per domain: byte LM variants and compressors'\n"
+                   "plot for [i=2:" +
+                   std::to_string(n + 1) + "] " +
+                   components::gnuplot_quoted(dir / "bits_per_byte.dat") +
+                   " using i:xtic(1) title columnheader(i)\n";
+  done(dir / "bits_per_byte.png", components::run_gnuplot(dir / "bits_per_byte.gp", gp));
+  // Patch-size histogram.
+  {
+    std::ofstream dat(dir / "patch_sizes.dat");
+    dat << "# tokens patches\n";
+    for (const auto& [size, count] : report["patch_size_histogram"].items())
+      dat << size << " " << count.get<std::uint64_t>() << "\n";
+  }
+  gp = "set terminal png size 900,500\nset output " +
+       components::gnuplot_quoted(dir / "patch_sizes.png") +
+       "\nset style fill solid 0.8\nset boxwidth 0.8\nset xlabel 'patch size (tokens)'\n"
+       "set ylabel 'patches'\nset grid ytics\nset title 'entropy patch sizes'\nplot " +
+       components::gnuplot_quoted(dir / "patch_sizes.dat") + " using 1:2 with boxes notitle\n";
+  done(dir / "patch_sizes.png", components::run_gnuplot(dir / "patch_sizes.gp", gp));
+  // Images as streamed (top) and their codebook reconstructions (bottom).
+  try {
+    std::vector<std::pair<std::size_t, std::vector<std::int32_t>>> strip;  // IDX index, codes
+    const auto book = mvot::Codebook::load(codebook);
+    for (const auto& [id, r] : items) {
+      if (r.modality != "image" || r.image_tokens.size() != 51 || strip.size() >= 16) continue;
+      const auto parts = split_path(r.path);
+      if (parts.size() != 4 || parts[0] != "fashion-mnist") continue;
+      strip.emplace_back(std::stoul(parts[2]),
+                         mvot::tokens_to_image_codes(r.image_tokens, book.size()));
+    }
+    if (strip.empty()) {
+      out["skipped"]["images.png"] = "no Fashion-MNIST test image items in this run";
+    } else {
+      const auto idx = mvot::read_idx_images(idx_images);
+      mvot::GrayImage sheet;
+      sheet.width = static_cast<int>(28 * strip.size());
+      sheet.height = 56;
+      sheet.pixels.assign(static_cast<std::size_t>(sheet.width) * 56, 0);
+      for (std::size_t j = 0; j < strip.size(); ++j) {
+        const auto* original = idx.pixels.data() + strip[j].first * 784;
+        const auto decoded = book.decode(strip[j].second);
+        for (std::size_t y = 0; y < 28; ++y) {
+          for (std::size_t x = 0; x < 28; ++x) {
+            sheet.pixels[y * sheet.width + j * 28 + x] = original[y * 28 + x];
+            sheet.pixels[(y + 28) * sheet.width + j * 28 + x] = decoded[y * 28 + x];
+          }
+        }
+      }
+      mvot::write_png(dir / "images.png", sheet);
+      out["written"].push_back((dir / "images.png").string());
+    }
+  } catch (const std::exception& e) {
+    out["skipped"]["images.png"] = e.what();
+  }
+  return out;
+}
+
 void add_run_totals(const std::filesystem::path& report_json,
                     const std::filesystem::path& run_json) {
   std::ifstream rin(report_json), uin(run_json);
@@ -289,7 +394,15 @@ config::Schema Report::schema() {
       .optional("end_on", Schema::list(Schema::string()).default_value("[tokens, blt.patches]"),
                 "topics whose EndOfStream must all arrive before the report is written")
       .optional("compressors", Schema::boolean().default_value("true"),
-                "run xz -9e, bzip2 -9, zstd -19 and zpaq -m5 on each domain's bytes");
+                "run xz -9e, bzip2 -9, zstd -19 and zpaq -m5 on each domain's bytes")
+      .optional("plots", Schema::boolean().default_value("true"),
+                "write bits_per_byte.png, patch_sizes.png (gnuplot) and images.png")
+      .optional("codebook", Schema::string().default_value("models/mvot/codebook.msgpack"),
+                "codebook that decodes the image strip's reconstructions")
+      .optional("images",
+                Schema::string().default_value(
+                    "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+                "IDX file the image strip reads the originals from");
 }
 
 void Report::configure(const YAML::Node& config, components::Context& ctx) {
@@ -298,6 +411,9 @@ void Report::configure(const YAML::Node& config, components::Context& ctx) {
   };
   report_name_ = str("report", report_name_);
   compressors_ = config["compressors"] ? config["compressors"].as<bool>() : true;
+  plots_ = config["plots"] ? config["plots"].as<bool>() : true;
+  codebook_ = str("codebook", codebook_);
+  idx_images_ = str("images", idx_images_);
   const auto tokens = str("tokens", "tokens"), patches = str("patches", "blt.patches"),
              scores = str("scores", "blt.scores"), adaptation = str("adaptation", "t2.adaptation");
   end_on_ = config["end_on"] ? config["end_on"].as<std::vector<std::string>>()
@@ -312,6 +428,9 @@ void Report::configure(const YAML::Node& config, components::Context& ctx) {
     r.psnr_db = t.psnr_db;
     if (t.modality == "image") {
       r.codes = t.images * 49;
+      for (const auto& v : m.tensors()) {
+        if (v.desc().name == "tokens") r.image_tokens = v.to_vector<std::int32_t>();
+      }
       return;
     }
     for (const auto& v : m.tensors()) {
@@ -387,6 +506,13 @@ void Report::maybe_finish(components::Context& ctx) {
   std::ofstream(path) << report.dump(2) << "\n";
   written_ = true;
   ctx.log().info("wrote {} ({} items)", path.string(), items_.size());
+  if (plots_) {
+    const auto plots = write_plots(report, items_, ctx.out_dir(),
+                                   components::resolve_path(codebook_), idx_images_);
+    for (const auto& f : plots["written"]) ctx.log().info("wrote {}", f.get<std::string>());
+    for (const auto& [f, why] : plots["skipped"].items())
+      ctx.log().warn("no {}: {}", f, why.get<std::string>());
+  }
   ctx.finish(nlohmann::json{{"report", path.string()}, {"items", items_.size()}}.dump());
 }
 

@@ -28,6 +28,7 @@ struct ItemRecord {
   std::uint64_t item_bytes = 0;
   std::vector<std::uint8_t> text;  ///< the text bytes (for the compressors), text items only
   std::uint64_t images = 0, codes = 0;
+  std::vector<std::int32_t> image_tokens;  ///< an image item's tokens (BOI codes EOI)
   double psnr_db = 0.0;
   std::uint64_t patches = 0, patch_tokens = 0;
   std::map<std::string, double> bits;  ///< code length per byte LM variant, bits
@@ -57,6 +58,17 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
 /// compressors, domain identification accuracy; then one line for the images.
 std::string report_table(const nlohmann::json& report);
 
+/// The report's plots, drawn with gnuplot when it is installed (data files always):
+/// bits_per_byte.png (per domain: every byte LM variant and the compressors, from
+/// bits_per_byte.dat), patch_sizes.png (the patch-size histogram, patch_sizes.dat), and
+/// images.png (libpng, no gnuplot needed: the first images as streamed, top row, and their
+/// codebook reconstructions, bottom row; originals read back from `idx_images` by the index in
+/// their path). Returns {"written": [files], "skipped": {file: reason}}.
+nlohmann::json write_plots(const nlohmann::json& report,
+                           const std::map<std::uint64_t, ItemRecord>& items,
+                           const std::filesystem::path& dir, const std::filesystem::path& codebook,
+                           const std::filesystem::path& idx_images);
+
 /// Adds the run's own totals from the launcher's run.json to report.json (a "run" block):
 /// wall time, throughput (bytes/s, images/s), predictor latency per item (p50, p99),
 /// per-component peak memory and budget grant, stability events (learning-rate changes,
@@ -80,7 +92,9 @@ class Report : public components::Component {
   std::string report_name_ = "report.json";
   std::vector<std::string> end_on_;
   std::map<std::string, bool> ended_;
-  bool compressors_ = true, written_ = false;
+  bool compressors_ = true, written_ = false, plots_ = true;
+  std::string codebook_ = "models/mvot/codebook.msgpack";
+  std::string idx_images_ = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
   std::map<std::uint64_t, ItemRecord> items_;
   std::map<std::uint64_t, std::uint64_t> patch_sizes_;  ///< tokens per patch -> patches
   std::uint64_t rejected_ = 0;
