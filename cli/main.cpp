@@ -339,7 +339,9 @@ int main(int argc, char** argv) {
 
   // eval
   auto* eval = app.add_subcommand(
-      "eval", "bits per byte of files under the byte LM, next to xz -9e, bzip2 -9 and zstd -19");
+      "eval",
+      "bits per byte of files under the full system and its ablations (base LM, +T2, +Titans, "
+      "full), next to xz -9e, bzip2 -9, zstd -19 and zpaq -m5; --base-only: the byte LM alone");
   std::vector<std::string> eval_files;
   std::string eval_model = default_byte_lm();
   std::string eval_corpus, eval_split = "test";
@@ -348,7 +350,14 @@ int main(int argc, char** argv) {
                    "score every domain's split of a prepared corpus instead of files");
   eval->add_option("--split", eval_split, "train, val or test (with --corpus)")
       ->capture_default_str();
-  eval->add_option("--model", eval_model, "byte LM checkpoint")->capture_default_str();
+  eval->add_option("--model", eval_model, "byte LM checkpoint (with --base-only or --corpus)")
+      ->capture_default_str();
+  bool eval_base_only = false;
+  std::string eval_out = "out/eval";
+  eval->add_flag("--base-only", eval_base_only,
+                 "only the byte LM, file by file, without running the pipeline");
+  eval->add_option("--out", eval_out, "output directory of the pipeline run")
+      ->capture_default_str();
 
   auto* train_mvot = train->add_subcommand(
       "mvot", "train the MVoT visual codebook (k-means on 4x4 patches of Fashion-MNIST)");
@@ -561,6 +570,13 @@ int main(int argc, char** argv) {
         std::cout << " |\n" << std::flush;
       }
       return 0;
+    }
+    if (*eval && !eval_base_only) {
+      // The main job on these files: one row per file with every ablation (report.json in
+      // --out).
+      if (eval_files.empty()) throw std::invalid_argument("eval needs FILE... or --corpus DIR");
+      return do_launch((config_dir() / "pipelines/default.yaml").string(), ShapeFlags{}, eval_files,
+                       eval_out, "", "", true);
     }
     if (*eval) {
       if (eval_files.empty()) throw std::invalid_argument("eval needs FILE... or --corpus DIR");

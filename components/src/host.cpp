@@ -323,6 +323,15 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
         next_stats = std::chrono::steady_clock::now() + options_.stats_interval;
       }
     }
+    if (!shutting_down && configured) {
+      // Stopped from outside (Ctrl-C, the launcher ending): the component still gets its
+      // shutdown, e.g. to write a partial report.
+      try {
+        component_->shutdown(ctx);
+      } catch (const std::exception& e) {
+        logger->warn("shutdown after stop: {}", e.what());
+      }
+    }
     return 0;
   } catch (const bus::PublishInterrupted& e) {
     logger->info("{}", e.what());

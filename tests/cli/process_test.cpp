@@ -368,6 +368,22 @@ TEST(Pipeline, MainJobGivesTheSameReportEmbeddedAndAsSeparateProcesses) {
   EXPECT_EQ(a["images"][0]["psnr_db"], b["images"][0]["psnr_db"]);
 }
 
+TEST(Pipeline, CtrlCStopsTheMainJobAndStillWritesAPartialReport) {
+  const auto dir = fresh_dir("ctrlc");
+  auto text = read_file("/usr/share/games/fortunes/fortunes");
+  text.resize(std::min<std::size_t>(text.size(), 48 * 1024));  // long enough to interrupt
+  std::ofstream(dir / "en.txt", std::ios::binary) << text;
+  NeatProcess run({"run", "--out", (dir / "out").string(), "--run-id",
+                   "ctrlc" + std::to_string(::getpid()), (dir / "en.txt").string()});
+  ASSERT_TRUE(run.wait_for_line("pipeline 'default' active", std::chrono::seconds(60)))
+      << run.output();
+  ::kill(run.pid(), SIGINT);
+  EXPECT_EQ(run.wait(), 130) << run.output();
+  const auto report = nlohmann::json::parse(read_file(dir / "out" / "report.json"));
+  EXPECT_TRUE(report.value("partial", false));
+  EXPECT_TRUE(report.contains("totals"));
+}
+
 TEST(Cli, OpenBlasKernelsAreChosenByCpuFeatures) {
   // OpenBLAS picks kernels by CPU model and falls back to SSE3 ones on CPUs it does not know;
   // neat re-executes itself with OPENBLAS_CORETYPE chosen from the CPU's features.

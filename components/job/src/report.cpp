@@ -97,7 +97,7 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
       continue;
     }
     std::string domain = domain_of_path(r.path);
-    if (domain.empty()) domain = "other";
+    if (domain.empty()) domain = std::filesystem::path(r.path).filename().string();  // a file
     nlohmann::json bpb = nlohmann::json::object();
     for (const auto& [variant, bits] : r.bits) bpb[variant] = bits_per_byte(bits, r.scored_bytes);
     nlohmann::json d = {
@@ -119,7 +119,7 @@ nlohmann::json build_report(const std::map<std::uint64_t, ItemRecord>& items,
       t->bytes += r.item_bytes;
       t->scored += r.scored_bytes;
       for (const auto& [variant, bits] : r.bits) t->bits[variant] += bits;
-      if (!r.detected_domain.empty()) {
+      if (!r.detected_domain.empty() && !domain_of_path(r.path).empty()) {  // true domain known
         ++t->identified;
         if (r.detected_domain == domain) ++t->correct;
       }
@@ -500,20 +500,32 @@ void Report::maybe_finish(components::Context& ctx) {
   for (const auto& [topic, ended] : ended_) {
     if (!ended) return;
   }
-  const auto report = build_report(items_, patch_sizes_, compressors_, source_items_);
+  write(ctx, false);
+  ctx.finish(
+      nlohmann::json{{"report", (ctx.out_dir() / report_name_).string()}, {"items", items_.size()}}
+          .dump());
+}
+
+void Report::shutdown(components::Context& ctx) {
+  if (!written_) write(ctx, true);
+}
+
+void Report::write(components::Context& ctx, bool partial) {
+  auto report = build_report(items_, patch_sizes_, compressors_ && !partial, source_items_);
+  if (partial) report["partial"] = true;
   std::filesystem::create_directories(ctx.out_dir());
   const auto path = ctx.out_dir() / report_name_;
   std::ofstream(path) << report.dump(2) << "\n";
   written_ = true;
-  ctx.log().info("wrote {} ({} items)", path.string(), items_.size());
-  if (plots_) {
+  ctx.log().info("wrote {} ({} items{})", path.string(), items_.size(),
+                 partial ? ", partial: the run was stopped" : "");
+  if (plots_ && !partial) {
     const auto plots = write_plots(report, items_, ctx.out_dir(),
                                    components::resolve_path(codebook_), idx_images_);
     for (const auto& f : plots["written"]) ctx.log().info("wrote {}", f.get<std::string>());
     for (const auto& [f, why] : plots["skipped"].items())
       ctx.log().warn("no {}: {}", f, why.get<std::string>());
   }
-  ctx.finish(nlohmann::json{{"report", path.string()}, {"items", items_.size()}}.dump());
 }
 
 nlohmann::json Report::stats() const {

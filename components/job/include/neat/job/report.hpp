@@ -86,9 +86,13 @@ class Report : public components::Component {
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {}; }
   nlohmann::json stats() const override;
+  /// A run stopped before its end (Ctrl-C) still leaves report.json, marked "partial": true,
+  /// with what had arrived.
+  void shutdown(components::Context& ctx) override;
 
  private:
   void maybe_finish(components::Context& ctx);
+  void write(components::Context& ctx, bool partial);
   std::string report_name_ = "report.json";
   std::vector<std::string> end_on_;
   std::map<std::string, bool> ended_;
