@@ -273,6 +273,8 @@ void read_cpu_builtin_flags(HardwareInfo& info) {
 #endif
 }
 
+}  // namespace
+
 bool executable_on_path(const std::string& name) {
   const char* path = std::getenv("PATH");
   if (path == nullptr) return false;
@@ -285,6 +287,8 @@ bool executable_on_path(const std::string& name) {
   }
   return false;
 }
+
+namespace {
 
 void read_nvidia(HardwareInfo& info) {
   if (!executable_on_path("nvidia-smi")) return;

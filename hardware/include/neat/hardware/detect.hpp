@@ -66,6 +66,10 @@ struct HardwareInfo {
 // sources leave their fields unknown. Runs nvidia-smi (if present), which takes up to a second.
 HardwareInfo detect_hardware();
 
+// Whether an executable file `name` is in one of the directories of $PATH (nvidia-smi,
+// gnuplot, ...).
+bool executable_on_path(const std::string& name);
+
 // Multi-line, human-readable report (for `neat hw`); unknown values read "not available".
 std::string to_string(const HardwareInfo& info);
 
