@@ -120,6 +120,7 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
   s.token_count = tokens.size();
   for (std::size_t t = 1; t < tokens.size(); ++t) s.bytes += tokens[t] < 256 ? 1 : 0;
   std::vector<float> logprob;
+  nn::NoGradGuard no_grad;  // scoring only: no graph (the MAG memory's parameters are leaves)
   try {
     const auto lp = blt::target_log_probs(*model_, tokens, batch_->size());
     s.variants.push_back("base");
