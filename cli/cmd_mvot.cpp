@@ -132,7 +132,36 @@ CommandRunner add_mvot_commands(const CommandParents& parents) {
   gen->add_option("--data", a->data, "Fashion-MNIST directory")->capture_default_str();
   gen->add_option("--threads", a->threads, "BLAS threads (0: all cores)")->capture_default_str();
 
-  return [train, gen, config, a]() -> std::optional<int> {
+  auto* cbe = parents.app.add_subcommand(
+      "codebook-eval",
+      "measure a visual codebook on the 10,000 Fashion-MNIST test images: PSNR, code "
+      "perplexity, top-code share, all-black patch share and the perplexity bound it implies");
+  auto cb_file = std::make_shared<std::string>(source_path("models/mvot/codebook.msgpack"));
+  auto cb_data = std::make_shared<std::string>(std::string(mvot::kFashionMnistDir));
+  cbe->add_option("--codebook", *cb_file, "codebook file")->capture_default_str();
+  cbe->add_option("--data", *cb_data, "Fashion-MNIST directory")->capture_default_str();
+
+  return [train, gen, config, a, cbe, cb_file, cb_data]() -> std::optional<int> {
+    if (*cbe) {
+      const auto codebook = mvot::Codebook::load(*cb_file);
+      const auto images =
+          mvot::read_idx_images(std::filesystem::path(*cb_data) / "t10k-images-idx3-ubyte.gz");
+      const auto r = mvot::evaluate(codebook, images);
+      nlohmann::json j;
+      j["codebook"] = *cb_file;
+      j["k"] = codebook.size();
+      j["test_images"] = r.images;
+      j["psnr_mean_db"] = r.psnr_mean_db;
+      j["psnr_of_mean_mse_db"] = r.psnr_of_mean_mse_db;
+      j["code_entropy_nats"] = r.code_entropy_nats;
+      j["perplexity"] = r.perplexity;
+      j["used_codes"] = r.used_codes;
+      j["top_code_share"] = r.top_code_share;
+      j["zero_patch_share"] = r.zero_patch_share;
+      j["perplexity_bound_nearest_code"] = r.perplexity_bound;
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
     if (*train) {
       const auto options =
           mvot::InterleavedTrainOptions::load(*config, std::filesystem::path(NEAT_SOURCE_DIR));

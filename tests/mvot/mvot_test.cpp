@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -240,6 +241,38 @@ TEST(Codebook, FusedNearestSearchGivesTheGemmCodesOnAllTestImages) {
     const float exact = (x.row(r) - cb.centres().row(codes[i])).squaredNorm();
     EXPECT_NEAR(errors[i], exact, 1e-4f) << "patch " << i;
   }
+}
+
+TEST(Codebook, PerplexityBoundOfAnAtomIsTheEvenSpreadOfTheRest) {
+  EXPECT_DOUBLE_EQ(max_perplexity_with_atom(0.0, 512), 512.0);
+  EXPECT_DOUBLE_EQ(max_perplexity_with_atom(1.0 / 512, 512), 512.0);
+  EXPECT_NEAR(max_perplexity_with_atom(1.0, 512), 1.0, 1e-12);
+  // s = 0.5, K = 3: p = (0.5, 0.25, 0.25), H = 1.5 ln 2.
+  EXPECT_NEAR(max_perplexity_with_atom(0.5, 3), std::exp(1.5 * std::log(2.0)), 1e-12);
+  // Any histogram with a top share >= s stays below the bound: a skewed one as an example.
+  double h = -0.4 * std::log(0.4) - 0.6 * std::log(0.3);  // (0.4, 0.3, 0.3, 0) over K = 4
+  EXPECT_LT(std::exp(h), max_perplexity_with_atom(0.4, 4) + 1e-12);
+  EXPECT_GT(max_perplexity_with_atom(0.30, 512), max_perplexity_with_atom(0.40, 512));
+  EXPECT_THROW(max_perplexity_with_atom(1.5, 512), std::invalid_argument);
+  EXPECT_THROW(max_perplexity_with_atom(0.5, 0), std::invalid_argument);
+}
+
+TEST(Codebook, ShippedCodebookUsageStaysUnderTheAllBlackPatchBound) {
+  const auto cb = Codebook::load(kShipped);
+  const auto r = evaluate(cb, test_images());
+  std::printf(
+      "shipped codebook on %zu test images: PSNR %.2f dB, perplexity %.1f, top code share "
+      "%.4f, all-black patch share %.4f, bound for any nearest-code quantiser at K = %d: %.1f\n",
+      r.images, r.psnr_mean_db, r.perplexity, r.top_code_share, r.zero_patch_share, cb.size(),
+      r.perplexity_bound);
+  // Identical (all-black) patches share one code, so the top code holds at least their share,
+  // and no histogram with that top share beats the bound.
+  EXPECT_GE(r.top_code_share, r.zero_patch_share);
+  EXPECT_GT(r.zero_patch_share, 0.0);
+  EXPECT_LE(r.perplexity, r.perplexity_bound + 1e-9);
+  EXPECT_LE(r.perplexity, max_perplexity_with_atom(r.top_code_share, cb.size()) + 1e-9);
+  EXPECT_DOUBLE_EQ(r.perplexity_bound, max_perplexity_with_atom(r.zero_patch_share, cb.size()));
+  EXPECT_NEAR(r.perplexity, cb.provenance().test_perplexity, 1e-6);
 }
 
 TEST(Codebook, FusedNearestSearchHandlesOddShapesAndTies) {

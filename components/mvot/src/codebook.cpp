@@ -517,7 +517,32 @@ EvalReport evaluate(const Codebook& codebook, const IdxImages& images) {
     r.code_entropy_nats -= p * std::log(p);
   }
   r.perplexity = std::exp(r.code_entropy_nats);
+  r.top_code_share = static_cast<double>(*std::max_element(hist.begin(), hist.end())) / total;
+  std::size_t zero_patches = 0;
+  for (std::size_t i = 0; i < images.count; ++i) {
+    const auto img = images.image(i);
+    for (int py = 0; py < kGrid; ++py)
+      for (int px = 0; px < kGrid; ++px) {
+        bool zero = true;
+        for (int y = 0; y < kPatchSide && zero; ++y)
+          for (int x = 0; x < kPatchSide; ++x)
+            zero = zero && img[(py * kPatchSide + y) * kImageSide + px * kPatchSide + x] == 0;
+        zero_patches += zero;
+      }
+  }
+  r.zero_patch_share = static_cast<double>(zero_patches) / total;
+  r.perplexity_bound = max_perplexity_with_atom(r.zero_patch_share, codebook.size());
   return r;
+}
+
+double max_perplexity_with_atom(double share, int k) {
+  if (!(share >= 0.0 && share <= 1.0) || k < 1)
+    throw std::invalid_argument("max_perplexity_with_atom: need share in [0, 1] and k >= 1");
+  if (share <= 1.0 / k) return static_cast<double>(k);
+  const double rest = 1.0 - share;
+  double h = -share * std::log(share);
+  if (rest > 0.0) h -= rest * std::log(rest / (k - 1));
+  return std::exp(h);
 }
 
 TrainReport train_codebook(const TrainOptions& options) {

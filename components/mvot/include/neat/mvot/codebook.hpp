@@ -136,8 +136,22 @@ struct EvalReport {
   double code_entropy_nats = 0.0;    ///< H of the code histogram, nats
   double perplexity = 0.0;           ///< exp(H)
   int used_codes = 0;                ///< codes with at least one occurrence
-  double seconds = 0.0;              ///< wall time of encode + decode, seconds
+  double top_code_share = 0.0;       ///< share of all codes taken by the most frequent code
+  double zero_patch_share = 0.0;     ///< share of patches whose 16 pixels are all 0 (black)
+  /// Largest perplexity any nearest-code quantiser with this K can reach on these images:
+  /// max_perplexity_with_atom(zero_patch_share, K) (identical patches get the same code).
+  double perplexity_bound = 0.0;
+  double seconds = 0.0;  ///< wall time of encode + decode, seconds
 };
+
+/// Upper bound on the code perplexity exp(H) of a K-code histogram in which one code holds a
+/// share of at least `share`: exp(-s ln s - (1 - s) ln((1 - s) / (K - 1))), the entropy with
+/// that code at exactly s and the rest spread evenly over the other K - 1 codes (H is concave,
+/// and decreasing in the top share once s >= 1/K). A nearest-code quantiser sends identical
+/// patches (e.g. all-black ones) to one code, so their share s gives this bound for every
+/// codebook of size K. Returns K when share <= 1/K. Throws std::invalid_argument if share is
+/// outside [0, 1] or k < 1.
+double max_perplexity_with_atom(double share, int k);
 
 /// Encodes and decodes every image and measures EvalReport. Throws std::invalid_argument if
 /// the images are not 28x28.

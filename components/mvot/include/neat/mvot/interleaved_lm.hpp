@@ -96,10 +96,15 @@ InterleavedTrainReport train_interleaved_lm(const InterleavedTrainOptions& optio
 std::pair<double, double> interleaved_cross_entropy(
     const nn::TransformerLM<float>& model, const std::vector<std::vector<std::int32_t>>& documents);
 
+/// Default sampling temperature of `neat generate`, chosen on validation seeds only (1000..1039,
+/// 2,000 samples per setting, 1-NN judge; grid and scores in models/mvot/PROVENANCE.md) for the
+/// shipped models/mvot/interleaved_lm.bf16.ckpt.
+inline constexpr double kDefaultTemperature = 0.3;
+
 struct SamplingOptions {
-  int samples = 1;           ///< images to draw
-  double temperature = 1.0;  ///< logits / temperature (> 0)
-  int top_k = 0;             ///< keep the k most likely image codes (0: all K)
+  int samples = 1;                           ///< images to draw
+  double temperature = kDefaultTemperature;  ///< logits / temperature (> 0)
+  int top_k = 0;                             ///< keep the k most likely image codes (0: all K)
   std::uint64_t seed = 1;
 };
 
@@ -133,9 +138,9 @@ struct GenerationEvalOptions {
   std::filesystem::path model = "models/mvot/interleaved_lm.bf16.ckpt";
   std::filesystem::path codebook = "models/mvot/codebook.msgpack";
   std::filesystem::path dataset_dir = std::string(kFashionMnistDir);
-  SamplingOptions sampling{10, 1.0, 0, 1};  ///< samples = per class
-  std::size_t real_test_images = 10000;     ///< real test images for the 1-NN accuracy (0: skip)
-  std::filesystem::path sheet;              ///< contact sheet PNG (rows = classes); empty: none
+  SamplingOptions sampling{10, kDefaultTemperature, 0, 1};  ///< samples = per class
+  std::size_t real_test_images = 10000;  ///< real test images for the 1-NN accuracy (0: skip)
+  std::filesystem::path sheet;           ///< contact sheet PNG (rows = classes); empty: none
 };
 
 struct GenerationEvalReport {
