@@ -13,11 +13,19 @@
 // and the architecture. neat's entropies and patch starts go along, so the script first checks
 // that its entropies match (max |diff| <= 1e-3 nats, else it fails and so does this bench) and
 // that the patch starts agree, then times itself. Throughput is input bytes / seconds for the
-// whole stream, median of the repeats.
+// whole stream, median of the repeats; beside it the ratio of the process CPU seconds (medians),
+// which a busy machine disturbs less than the wall clock, and the range of the per-repeat
+// ratios.
 //
-// After the comparison, a timing split of neat's per-token step (1 thread) shows where the time
-// goes, next to the bare cost of the same 25 weight products through OpenBLAS (as nn::matmul
-// calls it) and through Eigen's matrix-vector product.
+// Same BLAS kernels on both sides: OpenBLAS picks its kernels by CPU model and falls back to SSE3
+// ("Prescott") on CPUs it does not know; like the neat binary, the bench then sets
+// OPENBLAS_CORETYPE to what the CPU's features allow (nn::better_blas_core) and re-executes
+// itself once, and the PyTorch child inherits the variable; both report the kernel set they use.
+//
+// After the comparison, the per-token cost of the paths of a step (1 thread, CPU time): the
+// token decoder (nn::TokenDecoder) with bfloat16 and with float32 weights, the tensor path
+// (TransformerLM::forward_cached with one token), and the bare 25 weight products through
+// OpenBLAS (cblas_sgemm with M = 1, as nn::matmul calls it) and Eigen's matrix-vector product.
 //
 // Usage: bench_blt [--model PATH] [--input FILE] [--bytes N] [--threads 1,2] [--repeats R]
 //                  [--modes token,document] [--threshold THETA]
@@ -25,6 +33,7 @@
 // fortunes-min), or of the repository's README.md where that file is absent.
 #include <cblas.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,6 +60,7 @@
 #include "neat/blt/entropy_stream.hpp"
 #include "neat/blt/patcher.hpp"
 #include "neat/hardware/detect.hpp"
+#include "neat/nn/decode.hpp"
 #include "neat/nn/ops.hpp"
 
 namespace fs = std::filesystem;
@@ -60,6 +70,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds of this process (all its threads, OpenBLAS's included).
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 double median(std::vector<double> v) {
@@ -207,7 +224,8 @@ struct TempDir {
 struct StreamResult {
   std::vector<double> entropies;  ///< H_i, nats
   std::vector<std::uint8_t> starts;
-  double seconds = 0.0;
+  double seconds = 0.0;      ///< wall clock
+  double cpu_seconds = 0.0;  ///< process CPU time
 };
 
 // One pass over the document as the blt component runs it: entropies with the KV cache (token
@@ -216,6 +234,7 @@ StreamResult stream_once(const neat::nn::TransformerLM<float>& model,
                          const std::vector<std::int32_t>& tokens, StreamShape shape,
                          const neat::blt::PatcherOptions& patching) {
   StreamResult r;
+  const double cpu0 = process_cpu_seconds();
   const auto t0 = Clock::now();
   if (shape == StreamShape::token) {
     neat::blt::EntropyStream stream(model);
@@ -227,6 +246,7 @@ StreamResult stream_once(const neat::nn::TransformerLM<float>& model,
   }
   r.starts = neat::blt::patch_starts(r.entropies, tokens, patching);
   r.seconds = seconds_since(t0);
+  r.cpu_seconds = process_cpu_seconds() - cpu0;
   return r;
 }
 
@@ -285,13 +305,14 @@ class TorchStream {
       return {{"error", std::string("torch_stream.py answered: ") + buf}};
     return j;
   }
-  /// Times one PyTorch pass; throws std::runtime_error when the child fails.
-  double run_once() {
+  /// Times one PyTorch pass (wall and process CPU seconds); throws std::runtime_error when the
+  /// child fails.
+  std::pair<double, double> run_once() {
     std::fputs("run\n", in_);
     std::fflush(in_);
     const auto j = read();
     if (j.contains("error")) throw std::runtime_error(j["error"].get<std::string>());
-    return j.at("seconds").get<double>();
+    return {j.at("seconds").get<double>(), j.at("cpu_seconds").get<double>()};
   }
   /// Closes the pipes and waits for the child; its exit status.
   int finish() {
@@ -308,47 +329,54 @@ class TorchStream {
   FILE* out_ = nullptr;
 };
 
-// Where the time of neat's per-token step goes: the same module calls as
-// TransformerLM::forward_cached for one token, a clock around each part, then the entropy of
-// the logits (blt::logit_row_stats). Next to it, the 25 weight products of a step (wq wk wv wo
-// up down per block, lm_head) alone: as nn::matmul issues them (cblas_sgemm with M = 1 and the
-// (out, in) weight transposed) and as Eigen's matrix-vector product over the same weights.
-void timing_split(const neat::nn::TransformerLM<float>& model,
-                  const std::vector<std::int32_t>& tokens, double stream_seconds) {
-  using neat::nn::add;
+// CPU microseconds per token of each path of a single-position step over the document's tokens
+// (1 thread; the context restarts every max_seq_len positions as in the stream): the token
+// decoder with bfloat16 and with float32 weights, the tensor path, and the 25 weight products
+// alone (wq wk wv wo up down per block, lm_head) through cblas_sgemm with M = 1 and the (out, in)
+// weight transposed (as nn::matmul issues them) and through Eigen's matrix-vector product.
+void step_paths(const neat::nn::TransformerLM<float>& model,
+                const std::vector<std::int32_t>& tokens, double stream_cpu_seconds) {
   neat::nn::NoGradGuard no_grad;
   const auto& c = model.config();
-  const auto L = static_cast<std::size_t>(c.layers);
-  double t_embed = 0, t_head = 0, t_entropy = 0, checksum = 0;
-  std::vector<double> t_attn(L, 0.0), t_mlp(L, 0.0);
+  const double n = static_cast<double>(tokens.size());
+  double checksum = 0.0;
+  auto decode = [&](neat::nn::TokenDecoder& decoder) {
+    auto cache = model.make_cache(1);
+    const double t0 = process_cpu_seconds();
+    for (const std::int32_t token : tokens) {
+      if (cache.front().length >= c.max_seq_len)
+        for (auto& layer : cache) layer.length = 0;
+      decoder.step(token, cache);
+      checksum += decoder.logits()[0];
+    }
+    return process_cpu_seconds() - t0;
+  };
+  neat::nn::TokenDecoder automatic(model), f32(model, neat::nn::DecodeWeights::f32);
+  const double t_auto = decode(automatic), t_f32 = decode(f32);
   auto cache = model.make_cache(1);
-  const auto t_all = Clock::now();
+  double t0 = process_cpu_seconds();
   for (const std::int32_t token : tokens) {
-    if (cache.front().length >= c.max_seq_len) {
+    if (cache.front().length >= c.max_seq_len)
       for (auto& layer : cache) layer.length = 0;
-    }
-    auto t0 = Clock::now();
-    const std::int32_t position = static_cast<std::int32_t>(cache.front().length);
-    auto x = add(model.tok_emb.forward({token}, {1, 1}), model.pos_emb.forward({position}, {1}));
-    t_embed += seconds_since(t0);
-    for (std::size_t i = 0; i < L; ++i) {
-      const auto& block = *model.blocks[i];
-      t0 = Clock::now();
-      const auto h = add(x, block.attn.forward_cached(block.norm1.forward(x), cache[i]));
-      t_attn[i] += seconds_since(t0);
-      t0 = Clock::now();
-      x = add(h, block.mlp.forward(block.norm2.forward(h)));
-      t_mlp[i] += seconds_since(t0);
-    }
-    t0 = Clock::now();
-    const auto logits = model.lm_head.forward(model.norm_f.forward(x)).contiguous();
-    t_head += seconds_since(t0);
-    t0 = Clock::now();
-    checksum +=
-        neat::blt::logit_row_stats({logits.data(), static_cast<std::size_t>(c.vocab_size)}).entropy;
-    t_entropy += seconds_since(t0);
+    checksum += model.forward_cached({token}, 1, cache).contiguous().data()[0];
   }
-  const double t_split = seconds_since(t_all);
+  const double t_tensors = process_cpu_seconds() - t0;
+  // The tensor path with pushes of several tokens (one GEMM per weight for the chunk): where it
+  // overtakes the decoder is EntropyStream::kTokenDecoderBelow.
+  std::vector<std::pair<std::size_t, double>> t_chunks;
+  for (const std::size_t chunk : {2u, 4u, 8u}) {
+    auto chunk_cache = model.make_cache(1);
+    t0 = process_cpu_seconds();
+    for (std::size_t i = 0; i < tokens.size(); i += chunk) {
+      const std::size_t len = std::min(chunk, tokens.size() - i);
+      if (chunk_cache.front().length + static_cast<std::int64_t>(len) > c.max_seq_len)
+        for (auto& layer : chunk_cache) layer.length = 0;
+      const std::vector<std::int32_t> ids(tokens.begin() + static_cast<std::ptrdiff_t>(i),
+                                          tokens.begin() + static_cast<std::ptrdiff_t>(i + len));
+      checksum += model.forward_cached(ids, 1, chunk_cache).contiguous().data()[0];
+    }
+    t_chunks.emplace_back(chunk, process_cpu_seconds() - t0);
+  }
 
   std::vector<const neat::nn::Tensor<float>*> weights;
   for (const auto& block : model.blocks) {
@@ -360,8 +388,8 @@ void timing_split(const neat::nn::TransformerLM<float>& model,
   const auto widest = static_cast<std::size_t>(std::max({c.dim, c.mlp_hidden, c.vocab_size}));
   std::vector<float> in(widest, 0.5f), out(widest);
   auto bare = [&](bool eigen) {
-    const auto t0 = Clock::now();
-    for (std::size_t n = 0; n < tokens.size(); ++n) {
+    const double start = process_cpu_seconds();
+    for (std::size_t k = 0; k < tokens.size(); ++k) {
       for (const auto* w : weights) {
         const int rows = static_cast<int>(w->shape()[0]), cols = static_cast<int>(w->shape()[1]);
         if (eigen) {
@@ -376,42 +404,38 @@ void timing_split(const neat::nn::TransformerLM<float>& model,
       }
       in[0] += 1e-9f * out[0];  // each step depends on the last, as in the model
     }
-    return seconds_since(t0);
+    return process_cpu_seconds() - start;
   };
   const double t_blas = bare(false), t_eigen = bare(true);
 
-  const double n = static_cast<double>(tokens.size());
   std::printf(
-      "\nWhere neat's time goes, token stream, 1 thread, %zu tokens (entropy checksum %.3f):"
-      "\n\n| part | us/token | share |\n|---|---:|---:|\n",
+      "\nPer-token cost of the step's paths, 1 thread, %zu tokens, CPU time (checksum %.3f):"
+      "\n\n| path | CPU us/token |\n|---|---:|\n",
       tokens.size(), checksum);
-  auto row = [&](const std::string& name, double s) {
-    std::printf("| %s | %.1f | %.0f%% |\n", name.c_str(), 1e6 * s / n, 100 * s / t_split);
+  auto row = [&](const std::string& name, double seconds) {
+    std::printf("| %s | %.1f |\n", name.c_str(), 1e6 * seconds / n);
   };
-  row("embedding (tok + pos)", t_embed);
-  double attn = 0, mlp = 0;
-  for (std::size_t i = 0; i < L; ++i) {
-    attn += t_attn[i];
-    mlp += t_mlp[i];
-  }
-  row("norm1 + attention (wq wk wv, cache, softmax, wo), all blocks", attn);
-  row("norm2 + MLP (up, GELU, down), all blocks", mlp);
-  row("norm_f + lm_head", t_head);
-  row("entropy of the logits (logit_row_stats, double)", t_entropy);
-  std::printf("| this split pass, total | %.1f | 100%% |\n", 1e6 * t_split / n);
-  std::printf("| the timed token stream (median above), total | %.1f | |\n",
-              1e6 * stream_seconds / n);
-  std::printf("| the %zu weight products alone: cblas_sgemm M = 1 (as nn::matmul) | %.1f | |\n",
-              weights.size(), 1e6 * t_blas / n);
-  std::printf(
-      "| the %zu weight products alone: Eigen matrix-vector (Map over the weights) | %.1f "
-      "| |\n",
-      weights.size(), 1e6 * t_eigen / n);
+  row("the timed token stream (EntropyStream::push, entropy and patching included; median)",
+      stream_cpu_seconds);
+  row(std::string("TokenDecoder::step, automatic weights (") +
+          (automatic.bf16_weights() ? "bfloat16" : "float32") + ")",
+      t_auto);
+  row("TokenDecoder::step, float32 weights", t_f32);
+  row("TransformerLM::forward_cached with one token (tensors, nn::matmul)", t_tensors);
+  for (const auto& [chunk, seconds] : t_chunks)
+    row("TransformerLM::forward_cached with " + std::to_string(chunk) + " tokens per call",
+        seconds);
+  row("the " + std::to_string(weights.size()) +
+          " float32 weight products alone: cblas_sgemm M = 1 (as nn::matmul)",
+      t_blas);
+  row("the " + std::to_string(weights.size()) +
+          " float32 weight products alone: Eigen matrix-vector (Map over the weights)",
+      t_eigen);
 }
 
 }  // namespace
 
-// The comparison and the timing split; returns 1 when the PyTorch side failed its check.
+// The comparison and the step paths; returns 1 when the PyTorch side failed its check.
 int run_bench(const Options& o) {
   const auto model = neat::blt::load_byte_lm(o.model);
   const auto bytes = read_prefix(o.input, o.bytes);
@@ -426,23 +450,32 @@ int run_bench(const Options& o) {
               static_cast<long>(c.mlp_hidden), static_cast<long>(c.max_seq_len));
   std::printf("input: first %zu bytes of %s (%zu tokens with BOS and EOS), global threshold %.6f\n",
               bytes.size(), o.input.c_str(), tokens.size(), o.threshold);
+  const char* fallback = std::getenv("NEAT_BLAS_FALLBACK");
   std::printf(
-      "machine: %s, %ld hardware threads, OpenBLAS kernels '%s'; load average (1 min) at "
+      "machine: %s, %ld hardware threads, OpenBLAS kernels '%s'%s%s%s; load average (1 min) at "
       "start %.2f\n",
-      cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN), openblas_get_corename(), load_average());
+      cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN), openblas_get_corename(),
+      fallback ? " (OPENBLAS_CORETYPE set by the bench; OpenBLAS chose '" : "",
+      fallback ? fallback : "", fallback ? "' by itself)" : "", load_average());
+  {
+    const neat::nn::TokenDecoder decoder(*model);
+    std::printf("token decoder weights: %s\n",
+                decoder.bf16_weights() ? "bfloat16 (every weight of the checkpoint is bf16-exact)"
+                                       : "float32");
+  }
 
   const TempDir export_dir(fs::temp_directory_path() / ("bench_blt_" + std::to_string(::getpid())));
   const fs::path& dir = export_dir.path;
   export_model(dir, *model, tokens, o.threshold);
   struct Row {
-    StreamShape shape;
-    int threads;
-    double neat_bps, torch_bps;
+    StreamShape shape = StreamShape::token;
+    int threads = 1;
+    double neat_bps = 0, torch_bps = 0, cpu_ratio = 0, low = 0, high = 0;
     std::string torch_note;
   };
   std::vector<Row> rows;
   bool failed = false;
-  double token_stream_1thread = 0.0;
+  double token_stream_cpu = 0.0;
   for (const int threads : o.threads) {
     neat::nn::set_num_threads(threads);
     for (const StreamShape shape : o.shapes) {
@@ -456,13 +489,16 @@ int run_bench(const Options& o) {
       write_raw(dir / "starts.u8", reference.starts.data(), reference.starts.size());
       TorchStream torch(dir, shape, threads);
       const auto check = torch.read();  // loads the export, checks, warms up
-      Row row{shape, threads, 0.0, 0.0, ""};
-      std::vector<double> neat_seconds, torch_seconds;
+      Row row;
+      row.shape = shape;
+      row.threads = threads;
+      std::vector<double> neat_seconds, neat_cpu, torch_seconds, torch_cpu;
       auto run_neat = [&] {
         const auto run = stream_once(*model, tokens, shape, patching);
         if (run.entropies != reference.entropies)
           throw std::runtime_error("neat's entropies changed between repeats");
         neat_seconds.push_back(run.seconds);
+        neat_cpu.push_back(run.cpu_seconds);
       };
       if (check.contains("error")) {
         std::printf("PyTorch: FAILED: %s\n", check["error"].get<std::string>().c_str());
@@ -473,53 +509,81 @@ int run_bench(const Options& o) {
         row.torch_note = "not available";
       } else {
         std::printf(
-            "PyTorch %s, %d threads: entropies max |neat - torch| = %.2e nats; patch "
-            "starts differing: %ld (all within 1e-3 of the threshold)\n",
+            "PyTorch %s, %d threads, OpenBLAS kernels '%s': entropies max |neat - torch| = %.2e "
+            "nats; patch starts differing: %ld (all within 1e-3 of the threshold)\n",
             check["torch"].get<std::string>().c_str(), check["threads"].get<int>(),
+            check.value("openblas_core", std::string("unknown")).c_str(),
             check["max_abs_entropy_diff"].get<double>(), check["starts_differing"].get<long>());
         // Alternate which side goes first, so that a change of load hits both alike.
         for (int r = 0; r < o.repeats; ++r) {
           if (r % 2 == 0) run_neat();
-          torch_seconds.push_back(torch.run_once());
+          const auto [wall, cpu] = torch.run_once();
+          torch_seconds.push_back(wall);
+          torch_cpu.push_back(cpu);
           if (r % 2 == 1) run_neat();
         }
         row.torch_bps = static_cast<double>(bytes.size()) / median(torch_seconds);
+        row.cpu_ratio = median(torch_cpu) / median(neat_cpu);
+        std::vector<double> ratios;
+        for (int r = 0; r < o.repeats; ++r) ratios.push_back(torch_seconds[r] / neat_seconds[r]);
+        row.low = *std::min_element(ratios.begin(), ratios.end());
+        row.high = *std::max_element(ratios.begin(), ratios.end());
       }
       torch.finish();
       while (static_cast<int>(neat_seconds.size()) < o.repeats) run_neat();
       const double neat_s = median(neat_seconds);
       row.neat_bps = static_cast<double>(bytes.size()) / neat_s;
-      if (threads == 1 && shape == StreamShape::token) token_stream_1thread = neat_s;
-      std::printf("neat: median %.3f s, %.0f bytes/s", neat_s, row.neat_bps);
+      if (threads == 1 && shape == StreamShape::token) token_stream_cpu = median(neat_cpu);
+      std::printf("neat: median %.3f s (CPU %.3f s), %.0f bytes/s", neat_s, median(neat_cpu),
+                  row.neat_bps);
       if (row.torch_bps > 0)
-        std::printf("; PyTorch: median %.3f s, %.0f bytes/s", median(torch_seconds), row.torch_bps);
+        std::printf("; PyTorch: median %.3f s (CPU %.3f s), %.0f bytes/s", median(torch_seconds),
+                    median(torch_cpu), row.torch_bps);
       std::printf(" (%d repeats each, alternating)\n", o.repeats);
       rows.push_back(row);
     }
   }
 
-  std::printf("\n| stream | threads | bytes | neat bytes/s | PyTorch bytes/s | neat / PyTorch |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "\n| stream | threads | bytes | neat bytes/s | PyTorch bytes/s | neat / PyTorch | per-repeat "
+      "range | CPU-time ratio |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : rows) {
     if (r.torch_bps > 0) {
-      std::printf("| %s | %d | %zu | %.0f | %.0f | %.2fx |\n", shape_name(r.shape), r.threads,
-                  bytes.size(), r.neat_bps, r.torch_bps, r.neat_bps / r.torch_bps);
+      std::printf("| %s | %d | %zu | %.0f | %.0f | %.2fx | %.2f-%.2fx | %.2fx |\n",
+                  shape_name(r.shape), r.threads, bytes.size(), r.neat_bps, r.torch_bps,
+                  r.neat_bps / r.torch_bps, r.low, r.high, r.cpu_ratio);
     } else {
-      std::printf("| %s | %d | %zu | %.0f | %s | - |\n", shape_name(r.shape), r.threads,
+      std::printf("| %s | %d | %zu | %.0f | %s | - | - | - |\n", shape_name(r.shape), r.threads,
                   bytes.size(), r.neat_bps, r.torch_note.c_str());
     }
   }
-  std::printf("(median of %d repeats each; target neat / PyTorch >= 2)\n", o.repeats);
+  std::printf(
+      "(medians of %d repeats each; per-repeat range: PyTorch s / neat s of each repeat pair; "
+      "CPU-time ratio: median PyTorch process CPU s / median neat process CPU s; target neat / "
+      "PyTorch >= 2)\n",
+      o.repeats);
   std::printf("load average (1 min) at the end of the comparison: %.2f\n", load_average());
 
   neat::nn::set_num_threads(1);
-  if (token_stream_1thread <= 0.0)
-    token_stream_1thread = stream_once(*model, tokens, StreamShape::token, patching).seconds;
-  timing_split(*model, tokens, token_stream_1thread);
+  if (token_stream_cpu <= 0.0)
+    token_stream_cpu = stream_once(*model, tokens, StreamShape::token, patching).cpu_seconds;
+  step_paths(*model, tokens, token_stream_cpu);
   return failed ? 1 : 0;
 }
 
 int main(int argc, char** argv) {
+  // As the neat binary (cli/main.cpp): OpenBLAS chose its kernels by CPU model when it loaded;
+  // where it fell back to lesser ones, set OPENBLAS_CORETYPE from the CPU's features and start
+  // again, once. The PyTorch child inherits the variable, so both sides run the same kernels.
+  // An explicit OPENBLAS_CORETYPE is left alone.
+  if (!std::getenv("OPENBLAS_CORETYPE")) {
+    if (const auto better = neat::nn::better_blas_core(); !better.empty()) {
+      ::setenv("NEAT_BLAS_FALLBACK", neat::nn::blas_core().c_str(), 1);
+      ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
+      ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the fallback
+    }
+  }
   Options o;
   try {
     o = parse_options(argc, argv);

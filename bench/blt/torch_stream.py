@@ -21,12 +21,16 @@ First the entropies are checked against neat's: max |diff| > 1e-3 nats fails (ex
 reason on stderr), as does a patch start that differs where the entropy is not within 1e-3 of
 the threshold. Then one JSON line on stdout: {"available": true, "max_abs_entropy_diff": ...}.
 After that, each line "run" on stdin times one pass over the whole stream (entropies + patch
-starts) and answers {"seconds": ...}, so that bench_blt can alternate its own repeats with
-these. {"available": false} and exit 0 when torch cannot be imported.
+starts) and answers {"seconds": ..., "cpu_seconds": ...} (wall clock and process CPU time), so
+that bench_blt can alternate its own repeats with these. The first line also names the kernel
+set of the OpenBLAS torch links ("openblas_core"). {"available": false} and exit 0 when torch
+cannot be imported.
 
 Usage: /usr/bin/python3 bench/blt/torch_stream.py --dir DIR --mode token|document --threads N
 """
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import sys
@@ -42,6 +46,20 @@ except ImportError as error:
     sys.exit(0)
 
 TOLERANCE = 1e-3  # nats
+
+
+def openblas_core():
+    """The kernel set of the OpenBLAS that torch links (openblas_get_corename), or "unknown"."""
+    for name in ("libopenblas.so.0", ctypes.util.find_library("openblas")):
+        if not name:
+            continue
+        try:
+            lib = ctypes.CDLL(name)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+        except (OSError, AttributeError):
+            continue
+    return "unknown"
 
 
 def reply(obj):
@@ -205,6 +223,7 @@ def main():
             "available": True,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "openblas_core": openblas_core(),
             "mode": a.mode,
             "max_abs_entropy_diff": diff,
             "starts_differing": int(len(differing)),
@@ -212,9 +231,9 @@ def main():
         for line in sys.stdin:  # one timed pass per "run" line, until bench_blt closes stdin
             if line.strip() != "run":
                 sys.exit(f"torch_stream.py: unknown request {line.strip()!r}")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             stream(model, tokens, threshold, chunk)
-            reply({"seconds": time.perf_counter() - t0})
+            reply({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0})
 
 
 if __name__ == "__main__":

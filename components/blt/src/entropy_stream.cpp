@@ -80,32 +80,40 @@ void EntropyStream::push(std::span<const std::int32_t> tokens, EntropyStreamOutp
     }
     const std::size_t room = static_cast<std::size_t>(context_ - cache_.front().length);
     const std::size_t n = std::min(room, tokens.size() - done);
-    const std::vector<std::int32_t> window(tokens.begin() + static_cast<std::ptrdiff_t>(done),
-                                           tokens.begin() + static_cast<std::ptrdiff_t>(done + n));
-    nn::Tensor<float> hidden = model_.hidden_cached(window, 1, cache_);  // (1, n, C)
-    if (!hidden.is_contiguous()) hidden = hidden.clone();
-    nn::Tensor<float> logits = model_.lm_head.forward(hidden);  // (1, n, V)
-    if (!logits.is_contiguous()) logits = logits.clone();
-    const float* h = hidden.data();
-    const float* z = logits.data();
-    out.hidden.insert(out.hidden.end(), h, h + static_cast<std::int64_t>(n) * dim);
-    for (std::size_t t = 0; t < n; ++t) {
-      const std::int32_t token = window[t];
-      if (last_logits_.empty()) {
-        out.log_probs.push_back(std::numeric_limits<double>::quiet_NaN());
-      } else {
-        out.log_probs.push_back(static_cast<double>(last_logits_[token]) - last_logsumexp_);
+    const auto window = tokens.subspan(done, n);
+    if (n < kTokenDecoderBelow) {
+      if (!decoder_) decoder_ = std::make_unique<nn::TokenDecoder>(model_);
+      for (const std::int32_t token : window) {
+        decoder_->step(token, cache_);
+        record(token, decoder_->hidden(), decoder_->logits(), out);
       }
-      const std::span<const float> row(z + static_cast<std::int64_t>(t) * vocab,
-                                       static_cast<std::size_t>(vocab));
-      const auto s = logit_row_stats(row);
-      out.entropies.push_back(s.entropy);
-      last_logits_.assign(row.begin(), row.end());
-      last_logsumexp_ = s.logsumexp;
+    } else {
+      const std::vector<std::int32_t> ids(window.begin(), window.end());
+      nn::Tensor<float> hidden = model_.hidden_cached(ids, 1, cache_);  // (1, n, C)
+      if (!hidden.is_contiguous()) hidden = hidden.clone();
+      nn::Tensor<float> logits = model_.lm_head.forward(hidden);  // (1, n, V)
+      if (!logits.is_contiguous()) logits = logits.clone();
+      const auto C = static_cast<std::size_t>(dim), V = static_cast<std::size_t>(vocab);
+      for (std::size_t t = 0; t < n; ++t)
+        record(window[t], {hidden.data() + t * C, C}, {logits.data() + t * V, V}, out);
     }
     done += n;
     position_ += static_cast<std::int64_t>(n);
   }
+}
+
+void EntropyStream::record(std::int32_t token, std::span<const float> hidden,
+                           std::span<const float> logits, EntropyStreamOutput& out) {
+  out.hidden.insert(out.hidden.end(), hidden.begin(), hidden.end());
+  if (last_logits_.empty()) {
+    out.log_probs.push_back(std::numeric_limits<double>::quiet_NaN());
+  } else {
+    out.log_probs.push_back(static_cast<double>(last_logits_[token]) - last_logsumexp_);
+  }
+  const auto s = nn::softmax_entropy(logits);
+  out.entropies.push_back(s.entropy);
+  last_logits_.assign(logits.begin(), logits.end());
+  last_logsumexp_ = s.log_partition;
 }
 
 }  // namespace neat::blt

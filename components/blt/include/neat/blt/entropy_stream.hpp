@@ -8,12 +8,19 @@
 // positions (the model's max_seq_len, or fewer when the window was shortened), exactly like
 // the fixed windows of next_token_entropies_batch, so stream and batch give the same numbers
 // up to float rounding.
+//
+// Two paths, the same model: a push of few tokens (bytes arriving one at a time) decodes each
+// position with nn::TokenDecoder (matrix-vector products, no tensors per token); a longer push
+// decodes each context window as one cached forward call (TransformerLM::hidden_cached, one
+// GEMM per weight).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "neat/nn/decode.hpp"
 #include "neat/nn/modules.hpp"
 
 namespace neat::blt {
@@ -43,15 +50,23 @@ struct EntropyStreamOutput {
 };
 
 /// Decodes one document at a time through a byte LM, keeping the KV cache between calls.
-/// The model must outlive the stream. Not thread-safe (one stream per thread).
+/// The model must outlive the stream and keep its weights while the stream decodes: the
+/// token-at-a-time path may hold a bfloat16 copy of them (nn::TokenDecoder, taken at the first
+/// short push; half the float32 weights' bytes, outside the tensors that memory_stats counts).
+/// Not thread-safe (one stream per thread).
 class EntropyStream {
  public:
   /// `context`: positions per context window, in [1, model max_seq_len]; 0 selects the model's
   /// max_seq_len. Throws std::invalid_argument outside that range.
   explicit EntropyStream(const nn::TransformerLM<float>& model, std::int64_t context = 0);
 
+  /// Pushes of fewer than this many tokens (within one context window) decode position by
+  /// position with nn::TokenDecoder; longer ones as one forward call per context window.
+  static constexpr std::size_t kTokenDecoderBelow = 4;
+
   /// Decodes the next tokens of the current document (any count, including windows longer than
-  /// the context) and appends one entry per token to `out`. Throws std::out_of_range naming
+  /// the context) and appends one entry per token to `out`: entropies with
+  /// nn::softmax_entropy (float exponentials, double sums). Throws std::out_of_range naming
   /// the offending token when a token is outside [0, vocab_size); nothing is decoded then.
   void push(std::span<const std::int32_t> tokens, EntropyStreamOutput& out);
 
@@ -75,8 +90,13 @@ class EntropyStream {
   std::int64_t context_ = 0;
   std::int64_t position_ = 0;
   std::vector<nn::KVCache<float>> cache_;
+  std::unique_ptr<nn::TokenDecoder> decoder_;  ///< made at the first short push
   std::vector<float> last_logits_;  ///< prediction made at the last position (vocab floats)
   double last_logsumexp_ = 0.0;     ///< log Z of last_logits_
+
+  /// Appends the entries of one decoded position (its token, hidden state and logits).
+  void record(std::int32_t token, std::span<const float> hidden, std::span<const float> logits,
+              EntropyStreamOutput& out);
 };
 
 }  // namespace neat::blt
