@@ -153,6 +153,7 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
   spdlog::info("hardware profile: {} ({} memory budget, {} threads)", o.profile->name,
                config::format_bytes(o.profile->memory_budget_bytes), o.threads);
   o.spec = load_spec(pipeline, shape, inputs);
+  components::apply_profile(o.spec, *o.profile);  // precision, batch cap, grant (issue 8)
   o.overrides = shape.to_overrides();
   o.overrides.inputs = inputs;  // children apply the same inputs to their copy of the spec
   o.run_id = run_id.empty() ? "p" + std::to_string(::getpid()) : run_id;

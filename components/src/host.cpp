@@ -1,6 +1,7 @@
 // ComponentHost: the executor loop that serves control commands, bus messages and steps.
 #include "neat/components/host.hpp"
 
+#include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -9,7 +10,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <system_error>
@@ -18,6 +21,7 @@
 #include <msgpack.hpp>
 
 #include "neat/bus/control.hpp"
+#include "neat/components/pipeline.hpp"
 #include "neat/nn/tensor.hpp"
 
 namespace neat::components {
@@ -51,6 +55,41 @@ nlohmann::json node_stats_json(const bus::NodeStats& s) {
           {"rejected_by_reason", reasons},
           {"handler_errors", s.handler_errors},
           {"probes_received", s.probes_received}};
+}
+
+// Memory of the whole process this component runs in (issue 8): the kernel's resident set and
+// its high-water mark (VmRSS, VmHWM of /proc/self/status: this process only, not the children
+// it waits for, such as the compressors the report runs), glibc's heap (mallinfo2) and the
+// tensor bytes nn's allocator counts over all tags. Components of one process report the
+// same process (same pid).
+nlohmann::json process_memory_json() {
+  nlohmann::json j = {{"pid", ::getpid()}};
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    for (const auto& [key, name] :
+         {std::pair{"VmHWM:", "peak_rss_bytes"}, std::pair{"VmRSS:", "rss_bytes"}}) {
+      if (line.rfind(key, 0) == 0) j[name] = std::stoull(line.substr(std::strlen(key))) * 1024;
+    }
+  }
+  const struct mallinfo2 m = ::mallinfo2();
+  j["heap"] = {{"arena_bytes", m.arena},
+               {"mmap_bytes", m.hblkhd},
+               {"in_use_bytes", m.uordblks},
+               {"free_bytes", m.fordblks},
+               {"releasable_bytes", m.keepcost}};
+  const auto t = nn::memory_stats();
+  j["tensors"] = {{"current_bytes", t.current_bytes}, {"peak_bytes", t.peak_bytes}};
+  return j;
+}
+
+// The profile's heap policy; mallopt settings are process-wide (each component of an embedded
+// run sets the same values). A fixed M_MMAP_THRESHOLD also stops glibc from raising it.
+void apply_heap_policy(const ProfileSettings& p) {
+  if (p.malloc_arena_max > 0) ::mallopt(M_ARENA_MAX, p.malloc_arena_max);
+  if (p.mmap_threshold_bytes > 0) {
+    ::mallopt(M_MMAP_THRESHOLD, static_cast<int>(std::min<std::uint64_t>(p.mmap_threshold_bytes,
+                                                                         std::uint64_t{32} << 20)));
+  }
 }
 
 // Sends heartbeats on its own DEALER until stopped.
@@ -170,11 +209,11 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
     return c;
   };
   auto send_stats = [&] {
-    nlohmann::json j = {{"bus", node_stats_json(node.stats())},
-                        {"component", component_stats()},
-                        {"scheduling", {{"nice", nice}}},
-                        {"control_rejected", control.rejected()},
-                        {"grant_timeouts", grant_timeouts}};
+    nlohmann::json j = {
+        {"bus", node_stats_json(node.stats())}, {"component", component_stats()},
+        {"scheduling", {{"nice", nice}}},       {"profile", ctx.profile().to_json()},
+        {"process", process_memory_json()},     {"control_rejected", control.rejected()},
+        {"grant_timeouts", grant_timeouts}};
     report("stats", j.dump());
   };
 
@@ -236,7 +275,10 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
       try {
         if (!cmd.fields["out_dir"].empty()) options_.out_dir = cmd.fields["out_dir"];
         ctx.set_out_dir(options_.out_dir);
-        component_->configure(YAML::Load(cmd.text), ctx);
+        YAML::Node config = YAML::Load(cmd.text);
+        ctx.set_profile(take_profile_settings(config));
+        apply_heap_policy(ctx.profile());
+        component_->configure(config, ctx);
         configured = true;
         nlohmann::json j = {{"subscribes", node.subscriptions()},
                             {"publishes", component_->publishes()}};
@@ -310,9 +352,11 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
       }
       // Drain what is queued, bounded so that control commands stay responsive; a command kept
       // during an update request (a rollback's restore) is handled before the next message.
-      for (int i = 0; i < 256 && pending.empty() && node.dispatch_one(); ++i) {
-      }
+      int dispatched = 0;
+      while (dispatched < 256 && pending.empty() && node.dispatch_one()) ++dispatched;
       want_step = active && pending.empty() && !ctx.finished() && component_->step(ctx);
+      // The profile's heap policy: what this batch freed goes back to the system.
+      if (ctx.profile().trim_heap && (dispatched > 0 || want_step)) ::malloc_trim(0);
       if (ctx.finished() && !finish_reported) {
         finish_reported = true;
         send_stats();

@@ -1,6 +1,7 @@
 // Pipeline file schema, loading and derived endpoints.
 #include "neat/components/pipeline.hpp"
 
+#include <map>
 #include <set>
 
 #include <stdexcept>
@@ -257,6 +258,37 @@ void apply_overrides(PipelineSpec& spec, const PipelineOverrides& o) {
     }
     if (!applied) throw std::invalid_argument("inputs given but the pipeline has no source");
   }
+}
+
+void apply_profile(PipelineSpec& spec, const hardware::Profile& profile) {
+  std::map<std::string, std::string> families;
+  for (const auto& c : spec.components) families[c.name] = hardware::neural_family(c.kind);
+  const auto grants = hardware::memory_grants(profile, families);
+  for (auto& c : spec.components) {
+    ProfileSettings s;
+    s.profile = profile.name;
+    const auto& family = families.at(c.name);
+    s.precision = family.empty() ? "float32" : profile.precision(family);
+    s.batch_size = profile.batch_size;
+    if (const auto it = grants.find(c.name); it != grants.end()) s.memory_grant_bytes = it->second;
+    s.memory_budget_bytes = profile.memory_budget_bytes;
+    s.malloc_arena_max = profile.malloc_arena_max;
+    s.mmap_threshold_bytes = profile.mmap_threshold_bytes;
+    s.trim_heap = profile.trim_heap;
+    if (!c.config || !c.config.IsMap()) c.config = YAML::Node(YAML::NodeType::Map);
+    c.config[kProfileConfigKey] = s.to_json().dump();
+  }
+}
+
+ProfileSettings take_profile_settings(YAML::Node& config) {
+  if (!config || !config.IsMap() || !config[kProfileConfigKey]) return {};
+  const auto node = config[kProfileConfigKey];
+  if (!node.IsScalar()) throw std::invalid_argument("config.profile: not a JSON string");
+  const auto j = nlohmann::json::parse(node.Scalar(), nullptr, false);
+  if (j.is_discarded()) throw std::invalid_argument("config.profile: malformed JSON");
+  auto settings = ProfileSettings::from_json(j);
+  config.remove(kProfileConfigKey);
+  return settings;
 }
 
 }  // namespace neat::components

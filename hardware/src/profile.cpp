@@ -29,7 +29,9 @@ Schema component_schema() {
                  }),
              "Relative share of CPU time when components compete (weights, > 0).");
   s.optional("precision", Schema::one_of(kPrecisions).default_value("= precision"),
-             "Number format of this component's weights and activations.");
+             "Number format of this component's stored weights: with bf16, t2's and "
+             "blt_predict's SVD factors U, V are stored in bf16 (compute stays float32; the "
+             "byte LM itself is float32 in both).");
   return s;
 }
 
@@ -69,11 +71,27 @@ Schema build_profile_schema() {
   s.required("threads", Schema::integer(0, 4096),
              "Worker threads; 0 = all usable cores of the machine.");
   s.required("memory_budget", Schema::bytes(std::uint64_t{16} << 20),
-             "Upper bound on the memory of the whole run (model, optimiser state, buffers).");
-  s.required("batch_size", Schema::integer(1, 65536), "Sequences per training or adaptation step.");
+             "Upper bound on the memory of the whole run (model, optimiser state, buffers); "
+             "divided among components by priority, and 1/32 of it bounds the composed-weight "
+             "cache of t2.");
+  s.required("batch_size", Schema::integer(1, 65536),
+             "Sequences per training or adaptation step; caps blt_predict's adaptive batch.");
   s.optional("precision", Schema::one_of(kPrecisions).default_value("float32"),
              "Default number format for all components.");
   s.optional("components", components, "Per-component priority and precision.");
+  Schema heap = Schema::map().doc("The process heap (glibc malloc) of every neat process.");
+  heap.optional("arena_max", Schema::integer(0, 1024).default_value("0"),
+                "Most malloc arenas (mallopt M_ARENA_MAX); 0 = glibc's default (8 per core). "
+                "Each thread that allocates may otherwise get its own arena, whose free memory "
+                "stays resident.");
+  heap.optional("mmap_threshold", Schema::bytes().default_value("0"),
+                "Allocations at least this large get their own mapping, returned to the system "
+                "when freed (mallopt M_MMAP_THRESHOLD); 0 = glibc's default, a threshold that "
+                "grows with the largest block freed so far (up to 32 MiB).");
+  heap.optional("trim", Schema::boolean().default_value("false"),
+                "Return free heap memory to the system (malloc_trim) after every batch of "
+                "messages a component handles.");
+  s.optional("heap", heap, "Heap policy (memory footprint against allocation speed).");
   s.optional("match", match, "Rules the machine must meet for automatic selection.");
   return s;
 }
@@ -118,6 +136,22 @@ double Profile::priority(const std::string& component) const {
   return it != component_priority.end() ? it->second : 1.0;
 }
 
+std::map<std::string, std::uint64_t> memory_grants(
+    const Profile& profile, const std::map<std::string, std::string>& families) {
+  double sum = 0.0;
+  for (const auto& [name, family] : families) {
+    if (!family.empty()) sum += profile.priority(family);
+  }
+  std::map<std::string, std::uint64_t> grants;
+  if (sum <= 0.0) return grants;
+  for (const auto& [name, family] : families) {
+    if (family.empty()) continue;
+    grants[name] = static_cast<std::uint64_t>(static_cast<double>(profile.memory_budget_bytes) *
+                                              (profile.priority(family) / sum));
+  }
+  return grants;
+}
+
 int nice_for_priority(double priority, double max_priority) {
   if (!(priority > 0) || !(priority <= max_priority)) {
     throw std::invalid_argument("nice_for_priority: need 0 < priority (" +
@@ -158,6 +192,12 @@ Profile load_profile(const fs::path& file) {
       if (entry["priority"]) p.component_priority[c] = entry["priority"].as<double>();
       if (entry["precision"]) p.component_precision[c] = entry["precision"].as<std::string>();
     }
+  }
+  if (const YAML::Node heap = root["heap"]; heap && heap.IsMap()) {
+    p.malloc_arena_max = neat::config::get_or<int>(heap, "arena_max", 0);
+    p.trim_heap = neat::config::get_or<bool>(heap, "trim", false);
+    if (heap["mmap_threshold"])
+      p.mmap_threshold_bytes = parse_bytes(heap["mmap_threshold"].Scalar());
   }
   if (const YAML::Node match = root["match"]; match && match.IsMap()) {
     p.match.min_cores = neat::config::get_or<int>(match, "min_cores", 1);
@@ -311,6 +351,13 @@ std::string to_string(const Profile& p) {
   out << "memory budget      " << format_bytes(p.memory_budget_bytes) << "\n";
   out << "batch size         " << p.batch_size << "\n";
   out << "precision          " << p.default_precision << "\n";
+  out << "heap               arena_max "
+      << (p.malloc_arena_max == 0 ? std::string("glibc default")
+                                  : std::to_string(p.malloc_arena_max))
+      << ", mmap_threshold "
+      << (p.mmap_threshold_bytes == 0 ? std::string("glibc default")
+                                      : format_bytes(p.mmap_threshold_bytes))
+      << ", trim " << (p.trim_heap ? "yes" : "no") << "\n";
   for (const std::string& c : component_names()) {
     out << "  " << c << std::string(c.size() < 17 ? 17 - c.size() : 1, ' ') << "priority "
         << p.priority(c) << ", precision " << p.precision(c) << "\n";

@@ -299,7 +299,7 @@ TEST(Cli, VersionAndHelpWork) {
 
 TEST(Pipeline, MainJobGivesTheSameReportEmbeddedAndAsSeparateProcesses) {
   // Real inputs: the first 3 KiB of an English and a German fortune file, one C header, and a
-  // Fashion-MNIST test image as a PGM item; the default pipeline (mvot, blt, t2, the
+  // Fashion-MNIST test image as a PGM item; the default pipeline (mvot, blt, t2, titans, the
   // predictor, the report) embedded and as one process per component.
   const auto dir = fresh_dir("mainjob");
   auto cut = [&](const fs::path& from, const std::string& name, std::size_t bytes) {
@@ -364,6 +364,14 @@ TEST(Pipeline, MainJobGivesTheSameReportEmbeddedAndAsSeparateProcesses) {
       EXPECT_LT(x, 8.0);
     }
     EXPECT_TRUE(da["bits_per_byte"].contains("t2"));
+    EXPECT_TRUE(da["bits_per_byte"].contains("titans"));  // the titans node's readouts
+    EXPECT_TRUE(da["bits_per_byte"].contains("full"));
+  }
+  // The titans node learned under the coordinator's grants in both shapes, step for step.
+  for (const auto* r : {&a, &b}) {
+    const auto& titans = (*r)["run"]["stability"]["titans"];
+    EXPECT_GT(titans["committed"].get<int>(), 0);
+    EXPECT_EQ(titans["committed"], a["run"]["stability"]["titans"]["committed"]);
   }
   EXPECT_EQ(a["images"][0]["psnr_db"], b["images"][0]["psnr_db"]);
 }

@@ -75,12 +75,17 @@ TEST(LoadProfiles, ShippedProfilesAllLoad) {
 TEST(LoadProfiles, ConstrainedProfileIsOneThreadSmallBudget) {
   const Profile p = load_profile(kProfilesDir / "cpu-constrained.yaml");
   EXPECT_EQ(p.threads, 1);
-  EXPECT_EQ(p.memory_budget_bytes, 768ull << 20);
+  EXPECT_EQ(p.memory_budget_bytes, 384ull << 20);
   EXPECT_EQ(p.batch_size, 1);
   EXPECT_EQ(p.device, "cpu");
   EXPECT_EQ(p.match.min_cores, 1);
   EXPECT_EQ(p.match.min_memory_bytes, 0u);
-  EXPECT_EQ(p.precision("blt"), "float32");
+  EXPECT_EQ(p.precision("blt"), "bf16");
+  EXPECT_EQ(p.precision("t2"), "bf16");
+  EXPECT_EQ(p.precision("titans"), "float32");
+  EXPECT_EQ(p.malloc_arena_max, 2);
+  EXPECT_EQ(p.mmap_threshold_bytes, 128u << 10);
+  EXPECT_TRUE(p.trim_heap);
   EXPECT_DOUBLE_EQ(p.priority("blt"), 3.0);
 }
 
@@ -358,7 +363,8 @@ TEST(ProfileSchema, DescribeCoversEveryKey) {
   for (const char* key :
        {"`name`", "`description`", "`device`", "`threads`", "`memory_budget`", "`batch_size`",
         "`precision`", "`components`", "`components.blt.priority`", "`components.mvot.precision`",
-        "`match.min_cores`", "`match.min_memory`", "`match.cpu_flags`"}) {
+        "`match.min_cores`", "`match.min_memory`", "`match.cpu_flags`", "`heap.arena_max`",
+        "`heap.mmap_threshold`", "`heap.trim`"}) {
     EXPECT_NE(text.find(key), std::string::npos) << key;
   }
 }
@@ -391,6 +397,36 @@ TEST(Scheduling, NiceLevelsFollowTheCfsWeightRatioOfThePriorities) {
   const Profile p = load_profile(kProfilesDir / "cpu-constrained.yaml");
   EXPECT_LT(nice_for_priority(p.priority("titans"), p.priority("blt")),
             nice_for_priority(p.priority("mvot"), p.priority("blt")));
+}
+
+}  // namespace
+}  // namespace neat::hardware
+
+namespace neat::hardware {
+namespace {
+
+TEST(MemoryGrants, BudgetDividedByPriorityOfTheComponentsFamilies) {
+  const Profile p = load_profile(kProfilesDir / "cpu-constrained.yaml");
+  const auto grants = memory_grants(
+      p, {{"blt", "blt"}, {"predict", "blt"}, {"t2", "t2"}, {"mvot", "mvot"}, {"source", ""}});
+  ASSERT_EQ(grants.size(), 4u);  // the source has no family and no grant
+  const double sum = 3.0 + 3.0 + 0.5 + 0.5;
+  EXPECT_EQ(grants.at("predict"),
+            static_cast<std::uint64_t>(double(p.memory_budget_bytes) * (3.0 / sum)));
+  EXPECT_EQ(grants.at("t2"),
+            static_cast<std::uint64_t>(double(p.memory_budget_bytes) * (0.5 / sum)));
+  std::uint64_t total = 0;
+  for (const auto& [name, g] : grants) total += g;
+  EXPECT_LE(total, p.memory_budget_bytes);
+  EXPECT_TRUE(memory_grants(p, {{"source", ""}}).empty());
+}
+
+TEST(LoadProfiles, DefaultProfileKeepsGlibcHeapDefaultsAndFloat32) {
+  const Profile p = load_profile(kProfilesDir / "cpu-default.yaml");
+  EXPECT_EQ(p.malloc_arena_max, 0);
+  EXPECT_EQ(p.mmap_threshold_bytes, 0u);
+  EXPECT_FALSE(p.trim_heap);
+  for (const auto& c : component_names()) EXPECT_EQ(p.precision(c), "float32") << c;
 }
 
 }  // namespace

@@ -229,3 +229,52 @@ TEST(TitansMag, ModelFileRoundTripAndCorruptionIsReported) {
   EXPECT_THROW(titans::load_mag_model(file), std::runtime_error);
   std::filesystem::remove_all(dir);
 }
+
+TEST(TitansMag, StreamInSlicesEqualsTheWholeDocumentReadouts) {
+  // The bus node's form: latents arrive in slices of any size; the rows must be those of
+  // mag_readouts over the whole document, and the writes must happen in the same order.
+  std::mt19937_64 rng(21);
+  titans::MemoryConfig c = small_config();
+  c.chunk = 3;
+  const titans::NeuralMemory<double> memory(c);
+  nn::NoGradGuard no_grad;
+  const Tensord latents = random({23, c.input_dim}, rng, 2.0);
+  const auto whole = titans::mag_readouts(memory, latents, true).to_vector();
+  for (const std::vector<std::int64_t>& slices :
+       {std::vector<std::int64_t>{23}, {1, 22}, {1, 1, 1, 20}, {4, 3, 9, 7}, {2, 5, 16}}) {
+    titans::MagStream<double> stream(memory);
+    stream.start_document(5);
+    std::vector<double> rows;
+    std::int64_t at = 0;
+    std::vector<titans::ChunkRecord> records;
+    for (const auto n : slices) {
+      const auto y = stream.push(nn::slice(latents, 0, at, at + n), {}, &records).to_vector();
+      ASSERT_EQ(y.size(), static_cast<std::size_t>(n * c.dim));
+      rows.insert(rows.end(), y.begin(), y.end());
+      at += n;
+    }
+    ASSERT_EQ(rows.size(), whole.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) EXPECT_NEAR(rows[i], whole[i], 1e-12) << i;
+    EXPECT_EQ(stream.patches(), 23);
+    // Keys 0..21 (rows 1..22) lie in chunks 0..7; the chunks before the last key's chunk
+    // (0..6) are written, each of C = 3 associations; x_21 and x_22 wait.
+    EXPECT_EQ(records.size(), 7u);
+    EXPECT_EQ(stream.written(), 21);
+    EXPECT_EQ(stream.unwritten().size(0), 2);
+  }
+  // A new document starts from the initial memory; with keep_memory the written memory stays.
+  titans::MagStream<double> stream(memory);
+  stream.start_document(1);
+  stream.push(latents);
+  const auto after = stream.state().weights[0].to_vector();
+  stream.start_document(2);
+  EXPECT_EQ(stream.patches(), 0);
+  EXPECT_EQ(stream.state().weights[0].to_vector(), memory.initial_state().weights[0].to_vector());
+  stream.push(latents);
+  stream.finish();  // the remaining association x_21 -> x_22
+  const auto finished = stream.state().weights[0].to_vector();
+  EXPECT_NE(finished, after);
+  stream.start_document(3, /*keep_memory=*/true);
+  EXPECT_EQ(stream.state().weights[0].to_vector(), finished);
+  EXPECT_THROW(stream.push(random({2, c.input_dim + 1}, rng, 1.0)), std::invalid_argument);
+}

@@ -313,3 +313,67 @@ TEST(TitansComponent, DegradeSkipsMoreAndShrinksChunks) {
   EXPECT_EQ(s.keep_fraction, 0.5);
   EXPECT_GT(s.skip_rate, 0.3);
 }
+
+TEST(TitansComponentBus, MagModelPublishesTheReadoutsOfTheWholeDocumentUnderGrants) {
+  // The main job's form: the trained MAG memory (models/titans/mag.ckpt) streams a document's
+  // latents in slices; each readout row is the one titans::mag_readouts gives for the whole
+  // document with theta scaled by the granted rate, and the start positions pass through.
+  YAML::Node config;
+  config["model"] = std::string(NEAT_SOURCE_DIR) + "/models/titans/mag.ckpt";
+  Rig rig(config, 0.5);
+  ASSERT_TRUE(rig.titans.mag());
+  const auto& mc = rig.titans.memory().config();
+  std::mt19937_64 rng(4);
+  const std::int64_t n = 3 * mc.chunk + 5;
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<std::size_t>(n * mc.input_dim));
+  for (auto& v : x) v = normal(rng);
+  const auto cut = static_cast<std::size_t>(mc.chunk + 7) * mc.input_dim;
+  rig.send(1, 0, std::vector<float>(x.begin(), x.begin() + cut), false, mc.input_dim);
+  rig.send(1, mc.chunk + 7, std::vector<float>(x.begin() + cut, x.end()), true, mc.input_dim);
+  ASSERT_TRUE(rig.pump(2));
+  ASSERT_EQ(rig.readouts.size(), 2u);
+  EXPECT_EQ(rig.readouts[1].starts.size(), rig.readouts[1].patch_count);
+  EXPECT_EQ(rig.readouts[1].starts.front(), static_cast<std::uint64_t>(mc.chunk + 7));
+  std::vector<float> got = rig.vectors[0];
+  got.insert(got.end(), rig.vectors[1].begin(), rig.vectors[1].end());
+  // The whole document in one piece with every write at the granted 0.5 (a MagStream in one
+  // push gives the rows of mag_readouts: TitansMag.StreamInSlicesEqualsTheWholeDocumentReadouts).
+  const titans::MagModel model = titans::load_mag_model(config["model"].as<std::string>());
+  nn::NoGradGuard no_grad;
+  auto whole = [&](double factor) {
+    titans::MagStream<float> stream(*model.memory);
+    stream.start_document(1);
+    return stream
+        .push(nn::Tensorf::from_vector({n, mc.input_dim}, x),
+              [factor](const titans::ChunkReport&) { return factor; })
+        .to_vector();
+  };
+  EXPECT_LT(max_abs_diff(got, whole(0.5)), 1e-5);
+  EXPECT_GT(max_abs_diff(got, whole(1.0)), 1e-5);  // the grant reached theta
+  // Chunks 0..2 are written (the last key, n - 2, lies in chunk 3), each after a grant.
+  EXPECT_EQ(rig.requests.size(), 3u);
+  EXPECT_EQ(rig.titans.current_stats().updates, 3u);
+}
+
+TEST(TitansComponent, MagSnapshotMidDocumentReproducesTheRest) {
+  YAML::Node config;
+  config["model"] = std::string(NEAT_SOURCE_DIR) + "/models/titans/mag.ckpt";
+  Rig rig(config);
+  const auto& mc = rig.titans.memory().config();
+  std::mt19937_64 rng(6);
+  std::normal_distribution<float> normal;
+  auto latents = [&](std::int64_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n * mc.input_dim));
+    for (auto& e : v) e = normal(rng);
+    return v;
+  };
+  const auto a = latents(mc.chunk + 9), b = latents(2 * mc.chunk);
+  rig.titans.process(rig.context, 7, false, a, mc.chunk + 9);
+  const std::string snap = rig.titans.snapshot();
+  const auto y1 = rig.titans.process(rig.context, 7, true, b, 2 * mc.chunk);
+  rig.titans.restore(snap);
+  const auto y2 = rig.titans.process(rig.context, 7, true, b, 2 * mc.chunk);
+  EXPECT_EQ(y1, y2);
+  EXPECT_THROW(rig.titans.restore("not msgpack"), std::runtime_error);
+}

@@ -1,6 +1,7 @@
 // blt component: decoding items through the entropy model, entropy patching with pooled patch
 // latents, the document embedding, bits per byte, calibration and the bus handlers.
 #include "neat/blt/blt_component.hpp"
+#include "neat/blt/shared_model.hpp"
 
 #include "neat/components/paths.hpp"
 
@@ -95,7 +96,7 @@ void BltComponent::configure(const YAML::Node& config, components::Context& ctx)
   memory_tag_ = ctx.name();
   {
     nn::MemoryTag tag(memory_tag_);
-    model_ = load_byte_lm(components::resolve_path(model_file));
+    model_ = shared_byte_lm(components::resolve_path(model_file));  // one copy per process
     std::int64_t context = 0;
     if (config["context"]) context = config["context"].as<std::int64_t>();
     stream_ = std::make_unique<EntropyStream>(*model_, context);

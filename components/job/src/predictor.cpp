@@ -9,9 +9,11 @@
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/entropy_stream.hpp"
 #include "neat/blt/messages.hpp"
+#include "neat/blt/shared_model.hpp"
 #include "neat/components/messages.hpp"
 #include "neat/components/paths.hpp"
 #include "neat/mvot/mvot_component.hpp"
+#include "neat/t2/shared.hpp"
 
 namespace neat::job {
 
@@ -33,30 +35,39 @@ config::Schema Predictor::schema() {
                 "Transformer² decisions (t2.adaptation): enables the \"t2\" variant (\"\": off)")
       .optional("experts", Schema::string().default_value("models/t2/experts.ckpt"),
                 "Transformer² expert set (`neat train t2`)")
-      .optional("memory", Schema::string().default_value(""),
-                "Titans MAG model (`neat train titans`, models/titans/mag.ckpt): enables the "
-                "\"titans\" variant, and \"full\" with t2 (\"\": off)");
+      .optional("readout", Schema::string().default_value(""),
+                "the titans node's MAG readouts (titans.readout): enables the \"titans\" "
+                "variant, and \"full\" with t2 (\"\": off)")
+      .optional("injection", Schema::string().default_value("models/titans/mag.ckpt"),
+                "MAG model (`neat train titans`) whose gate and projection add the readouts; "
+                "the titans node must run the same file");
 }
 
 void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
   auto str = [&](const char* key, std::string fallback) {
     return config[key] ? config[key].as<std::string>() : fallback;
   };
-  model_ =
-      blt::load_byte_lm(components::resolve_path(str("model", "models/blt/byte_lm.bf16.ckpt")));
+  const auto model_file = components::resolve_path(str("model", "models/blt/byte_lm.bf16.ckpt"));
+  model_ = blt::shared_byte_lm(model_file);  // one read-only copy per process (issue 8)
   output_ = str("output", output_);
   if (config["wait_ms"]) wait_ = std::chrono::milliseconds(config["wait_ms"].as<long>());
   components::AdaptiveBatchOptions b;
   b.initial = config["batch"] ? config["batch"].as<int>() : 1;
   b.max = std::max(b.initial, config["max_batch"] ? config["max_batch"].as<int>() : 16);
+  b.max = ctx.profile().cap_batch(b.max);  // the profile's batch_size (issue 8)
+  b.initial = std::min(b.initial, b.max);
   batch_.emplace(b);
   adaptation_topic_ = str("adaptation", "");
   if (!adaptation_topic_.empty()) {
     experts_.emplace(
         t2::ExpertSet::load(components::resolve_path(str("experts", "models/t2/experts.ckpt"))));
-    factors_.emplace(t2::ModelFactors::decompose(*model_, t2::SvdOptions{}));
+    const auto& precision = ctx.profile().precision;  // U, V storage; shared with t2 (issue 8)
+    factors_ = t2::shared_model_factors(model_file, t2::factor_storage(precision));
     experts_->check_compatible(*factors_);
-    cache_.emplace();
+    cache_ = t2::shared_weight_cache(
+        components::resolve_path(str("experts", "models/t2/experts.ckpt")).string() + "|" +
+            model_file.string() + "|" + precision,
+        t2::budgeted_cache_options({}, ctx.profile().memory_budget_bytes));
     adapted_ = t2::copy_model(*model_);
     bus::subscribe<blt::Adaptation>(ctx.node(), adaptation_topic_,
                                     [this](const blt::Adaptation& a, const bus::Message&) {
@@ -68,8 +79,47 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
                                       }
                                     });
   }
-  if (const auto memory = str("memory", ""); !memory.empty()) {
-    mag_.emplace(titans::load_mag_model(components::resolve_path(memory)));
+  readout_topic_ = str("readout", "");
+  if (!readout_topic_.empty()) {
+    titans::MagModel mag = titans::load_mag_model(
+        components::resolve_path(str("injection", "models/titans/mag.ckpt")));
+    for (auto& [name, t] : mag.injection.named()) t.set_requires_grad(false);
+    injection_.emplace(std::move(mag.injection));
+    const auto d = injection_->config.memory_dim;
+    bus::subscribe<blt::Readout>(
+        ctx.node(), readout_topic_, [this, &ctx, d](const blt::Readout& r, const bus::Message& m) {
+          Readouts& doc = readouts_[r.doc_id];
+          if (doc.broken) {  // the rest of a document with a rejected slice is not used
+            doc.last = doc.last || r.last;
+            return;
+          }
+          const bus::TensorView* rows = nullptr;
+          const auto tensors = m.tensors();
+          for (const auto& t : tensors)
+            if (t.desc().name == "readout") rows = &t;
+          const auto n = static_cast<std::int64_t>(r.patch_count);
+          const bool in_order = r.first_patch == doc.starts.size() && !doc.last;
+          if (!rows || rows->desc().dtype != bus::DType::f32 ||
+              rows->desc().shape != std::vector<std::int64_t>{n, d} ||
+              r.starts.size() != r.patch_count || !in_order) {
+            doc.broken = true;
+            doc.last = doc.last || r.last;
+            ++rejected_;
+            ctx.log().error(
+                "doc {}: titans.readout slice at patch {} rejected (needs tensor \"readout\" "
+                "f32 [{}, {}], {} starts, in order after {} patches); its titans variant is "
+                "scored as the base LM",
+                r.doc_id, r.first_patch, n, d, r.patch_count, doc.starts.size());
+            return;
+          }
+          const auto v = rows->to_vector<float>();
+          doc.rows.insert(doc.rows.end(), v.begin(), v.end());
+          for (auto s : r.starts) doc.starts.push_back(static_cast<std::int64_t>(s));
+          doc.last = r.last;
+        });
+    // The titans node forwards the end of the stream; the predictor ends on `tokens`'.
+    bus::subscribe<components::EndOfStream>(
+        ctx.node(), readout_topic_, [](const components::EndOfStream&, const bus::Message&) {});
   }
   const auto tokens = str("tokens", "tokens");
   bus::subscribe<mvot::Tokens>(
@@ -141,14 +191,23 @@ void Predictor::score(components::Context& ctx, std::uint64_t doc_id, Pending& d
       s.bits.push_back(blt::byte_bits(tokens, t2_lp));
       logprob.insert(logprob.end(), t2_lp.begin(), t2_lp.end());
     }
-    if (mag_) {
+    if (injection_) {
       // Titans (MAG): the document's patches by the entropy model, the memory learning
       // "what followed" chunk by chunk at test time, its readout injected through the gate.
-      const auto dp = titans::patch_document(*model_, tokens, mag_->patcher);
-      const auto readouts = titans::mag_readouts(*mag_->memory, dp.latents, /*update=*/true);
-      const auto hook = titans::make_readout_hook(mag_->injection, dp.patch_of_position,
-                                                  readouts.contiguous().to_vector());
-      const auto titans_lp = blt::target_log_probs(*model_, tokens, batch_->size(), hook);
+      // Titans (MAG): the titans node's readouts (memory learning at test time from the
+      // document's earlier patches) injected through the gate; without them (missed deadline,
+      // a broken slice) the variant is the base LM, counted.
+      WindowHook hook;
+      const auto node = readouts_.find(doc_id);
+      if (node != readouts_.end()) {
+        const auto patch_of = patch_of_position(node->second, tokens.size());
+        if (!patch_of.empty())
+          hook = titans::make_readout_hook(*injection_, patch_of, node->second.rows);
+        readouts_.erase(node);
+      }
+      if (!hook) ++missed_readouts_;
+      const auto titans_lp =
+          hook ? blt::target_log_probs(*model_, tokens, batch_->size(), hook) : lp;
       s.variants.push_back("titans");
       s.bits.push_back(blt::byte_bits(tokens, titans_lp));
       logprob.insert(logprob.end(), titans_lp.begin(), titans_lp.end());
@@ -194,7 +253,7 @@ bool Predictor::step(components::Context& ctx) {
   }
   // Documents in id order; each is scored once its inputs are in, or at its deadline.
   auto it = pending_.begin();
-  if (!ready(it->second) && std::chrono::steady_clock::now() < it->second.deadline) {
+  if (!ready(it->first, it->second) && std::chrono::steady_clock::now() < it->second.deadline) {
     return false;  // waiting for t2 (the host calls step again after its poll interval)
   }
   score(ctx, it->first, it->second);
@@ -221,6 +280,7 @@ nlohmann::json Predictor::stats() const {
           {"latency_ms",
            {{"p50", quantile(0.5)}, {"p99", quantile(0.99)}, {"items", latency_ms_.size()}}},
           {"missed_adaptations", missed_adaptations_},
+          {"missed_readouts", missed_readouts_},
           {"weight_cache", cache_ ? nlohmann::json{{"hits", cache_->stats().hits},
                                                    {"misses", cache_->stats().misses},
                                                    {"hit_rate", cache_->stats().hit_rate()}}
@@ -230,9 +290,32 @@ nlohmann::json Predictor::stats() const {
           {"batch", batch_ ? batch_->to_json() : nlohmann::json()}};
 }
 
-bool Predictor::ready(const Pending& doc) const {
-  // t2 decides text documents only (an image's embedding has no domain prototype to match).
-  return !experts_ || doc.modality != "text" || doc.adaptation.has_value();
+bool Predictor::ready(std::uint64_t doc_id, const Pending& doc) const {
+  // t2 decides text documents only (an image's embedding has no domain prototype to match);
+  // the titans node reads every item's patches.
+  const bool adapted = !experts_ || doc.modality != "text" || doc.adaptation.has_value();
+  if (!injection_) return adapted;
+  const auto r = readouts_.find(doc_id);
+  return adapted && r != readouts_.end() && r->second.last;
+}
+
+std::vector<std::int64_t> Predictor::patch_of_position(const Readouts& r,
+                                                       std::size_t positions) const {
+  const auto d = static_cast<std::size_t>(injection_->config.memory_dim);
+  if (r.broken || !r.last || r.starts.empty() || r.starts.front() != 0 ||
+      r.rows.size() != r.starts.size() * d) {
+    return {};
+  }
+  for (std::size_t p = 1; p < r.starts.size(); ++p)
+    if (r.starts[p] <= r.starts[p - 1]) return {};                        // starts must increase
+  if (static_cast<std::size_t>(r.starts.back()) >= positions) return {};  // inside the document
+  std::vector<std::int64_t> patch_of(positions);
+  std::size_t p = 0;
+  for (std::size_t i = 0; i < positions; ++i) {
+    while (p + 1 < r.starts.size() && static_cast<std::size_t>(r.starts[p + 1]) <= i) ++p;
+    patch_of[i] = static_cast<std::int64_t>(p);
+  }
+  return patch_of;
 }
 
 bool Predictor::degrade(const std::string& action) {

@@ -1,6 +1,7 @@
 // report: per-item join of the components' outputs and the final report.json.
 #include "neat/job/report.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -375,6 +376,29 @@ void add_run_totals(const std::filesystem::path& report_json,
         {"published_messages", messages}, {"published_bytes", bytes}, {"dropped", dropped}};
   }
   out["bus"] = bus;
+  // Issue 8: the profile each component ran under (precision, batch cap, grant) and the peak
+  // resident set of each process (VmHWM of the process itself, not of the compressors it ran;
+  // the components of an embedded run share one process). The largest is the run's peak.
+  nlohmann::json profile = nlohmann::json::object(), processes = nlohmann::json::object();
+  std::uint64_t peak_rss = 0;
+  for (const auto& [name, c] : components.items()) {
+    const auto& stats = c.contains("stats") ? c["stats"] : no_object;
+    if (stats.contains("profile")) profile[name] = stats["profile"];
+    if (!stats.contains("process")) continue;
+    const auto& p = stats["process"];
+    const auto pid = std::to_string(p.value("pid", 0));
+    const std::uint64_t hwm = p.value("peak_rss_bytes", std::uint64_t{0});
+    auto& entry = processes[pid];
+    if (!entry.contains("components")) entry["components"] = nlohmann::json::array();
+    entry["components"].push_back(name);
+    entry["peak_rss_bytes"] = std::max(entry.value("peak_rss_bytes", std::uint64_t{0}), hwm);
+    entry["heap"] = p.value("heap", nlohmann::json::object());
+    entry["tensors"] = p.value("tensors", nlohmann::json::object());
+    peak_rss = std::max(peak_rss, hwm);
+  }
+  out["profile"] = profile;
+  out["processes"] = processes;
+  out["peak_rss_bytes"] = peak_rss;
   report["run"] = out;
   std::ofstream(report_json) << report.dump(2) << "\n";
 }

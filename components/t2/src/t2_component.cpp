@@ -7,6 +7,7 @@
 #include "neat/blt/byte_lm.hpp"
 #include "neat/components/paths.hpp"
 #include "neat/t2/dispatch.hpp"
+#include "neat/t2/shared.hpp"
 
 namespace neat::t2 {
 
@@ -103,15 +104,23 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
     if (c["max_bytes"]) cache_options.max_bytes = c["max_bytes"].as<std::uint64_t>();
     if (c["ttl_seconds"]) cache_options.ttl_seconds = c["ttl_seconds"].as<double>();
   }
-  cache_ = std::make_unique<WeightCache>(cache_options);
+  // The profile (issue 8): U, V in its precision, the cache within its share of the budget.
+  precision_ = ctx.profile().precision;
+  cache_options = budgeted_cache_options(cache_options, ctx.profile().memory_budget_bytes);
   if (!experts_) experts_.emplace(ExpertSet::load(components::resolve_path(experts_file)));
   if (compose) {
-    base_ = blt::load_byte_lm(components::resolve_path(base_file));
-    factors_.emplace(ModelFactors::decompose(*base_, SvdOptions{}));
+    const auto base = components::resolve_path(base_file);
+    factors_ = shared_model_factors(base, factor_storage(precision_));
     experts_->check_compatible(*factors_);
+    cache_ = shared_weight_cache(
+        components::resolve_path(experts_file).string() + "|" + base.string() + "|" + precision_,
+        cache_options);
+  } else {
+    cache_ = std::make_shared<WeightCache>(cache_options);
   }
-  ctx.log().info("t2: {} experts, {} dispatch classes, compose {}", experts_->domains.size(),
-                 experts_->classes.size(), compose);
+  ctx.log().info("t2: {} experts, {} dispatch classes, compose {}, factors {}, cache {} bytes",
+                 experts_->domains.size(), experts_->classes.size(), compose, precision_,
+                 cache_options.max_bytes);
   bus::subscribe<blt::DocEmbedding>(
       ctx.node(), input_, [this, &ctx](const blt::DocEmbedding& doc, const bus::Message& m) {
         const auto where = "document " + std::to_string(doc.doc_id) + " (" + doc.path + ")";
@@ -159,7 +168,17 @@ nlohmann::json T2Component::stats() const {
           {"cache_expirations", s.cache_expirations},
           {"cache_hit_rate", s.cache_hit_rate},
           {"mean_confidence", s.mean_confidence},
-          {"mean_compose_ms", s.mean_compose_ms}};
+          {"mean_compose_ms", s.mean_compose_ms},
+          {"factors", factors_ ? nlohmann::json{{"precision", precision_},
+                                                {"stored_bytes",
+                                                 [this] {
+                                                   std::uint64_t b = 0;
+                                                   for (const auto& f : factors_->factors)
+                                                     b += f.stored_bytes();
+                                                   return b;
+                                                 }()}}
+                               : nlohmann::json()},
+          {"cache_bytes", cache_->stats().bytes}};
 }
 
 }  // namespace neat::t2

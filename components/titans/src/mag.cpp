@@ -152,6 +152,91 @@ DocumentPatches patch_document(const nn::TransformerLM<float>& model,
 }
 
 template <typename T>
+Tensor<T> unit_rows(const Tensor<T>& x) {
+  // Unit-norm latents: the byte LM's pooled hidden states have norms of about 25, which makes
+  // the values v = x W_V (and with them the inner gradients) so large that the chunked updates
+  // diverge; q and k are l2-normalised by the memory anyway.
+  return nn::mul(
+      x, nn::exp(nn::scale(nn::log(nn::add_scalar(nn::sum(nn::mul(x, x), {-1}, true), T(1e-12))),
+                           T(-0.5))));
+}
+
+template <typename T>
+void MagStream<T>::start_document(std::uint64_t document, bool keep_memory) {
+  if (!keep_memory || !started_) state_ = memory_->initial_state(document);
+  state_.document = document;
+  window_ = Tensor<T>();
+  received_ = written_ = 0;
+  started_ = true;
+}
+
+template <typename T>
+Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy,
+                             std::vector<ChunkRecord>* records) {
+  const auto& c = memory_->config();
+  if (latents.dim() != 2 || latents.size(1) != c.input_dim || latents.size(0) < 1) {
+    throw std::invalid_argument("titans mag stream: latents have shape " +
+                                nn::shape_string(latents.shape()) + ", expected (n >= 1, " +
+                                std::to_string(c.input_dim) + ")");
+  }
+  if (!started_) start_document(0);
+  const std::int64_t first = received_;
+  window_ = window_.defined() ? nn::concat(std::vector<Tensor<T>>{window_, unit_rows(latents)}, 0)
+                              : unit_rows(latents);
+  received_ += latents.size(0);
+  std::vector<Tensor<T>> rows;
+  std::int64_t p = first;
+  if (p == 0) {  // patch 0 has no earlier patch: it receives nothing
+    rows.push_back(Tensor<T>::zeros({1, c.dim}));
+    p = 1;
+  }
+  while (p < received_) {
+    const std::int64_t j = p - 1;  // key: the latent of the previous patch
+    const std::int64_t C = c.chunk;
+    const std::int64_t s = (j / C) * C;
+    // Every chunk of associations before key j's chunk is written first; its values reach
+    // x_{written + C} <= x_s, latents of patches before p.
+    while (written_ + C <= s) {
+      memory_->write_pairs(state_, nn::slice(window_, 0, 0, C), nn::slice(window_, 0, 1, C + 1),
+                           policy, records);
+      window_ = nn::slice(window_, 0, C, window_.size(0));
+      written_ += C;
+    }
+    const std::int64_t end = std::min(s + C, received_ - 1);  // keys [j, end): rows p .. end
+    rows.push_back(memory_->read(state_, nn::slice(window_, 0, j - written_, end - written_)));
+    p = end + 1;
+  }
+  return rows.size() == 1 ? rows[0] : nn::concat(rows, 0);
+}
+
+template <typename T>
+void MagStream<T>::finish(const WritePolicy& policy, std::vector<ChunkRecord>* records) {
+  const std::int64_t n = received_ - written_;
+  if (n >= 2) {
+    memory_->write_pairs(state_, nn::slice(window_, 0, 0, n - 1), nn::slice(window_, 0, 1, n),
+                         policy, records);
+  }
+  window_ = n >= 1 ? nn::slice(window_, 0, n - 1, n) : Tensor<T>();
+  written_ = received_ - (n >= 1 ? 1 : 0);
+}
+
+template <typename T>
+void MagStream<T>::restore(MemoryState<T> state, std::int64_t patches, std::int64_t written,
+                           Tensor<T> unwritten) {
+  const std::int64_t rows = unwritten.defined() ? unwritten.size(0) : 0;
+  if (patches < 0 || written < 0 || written > patches || rows != patches - written) {
+    throw std::invalid_argument("titans mag stream: restore with " + std::to_string(rows) +
+                                " unwritten rows for patches " + std::to_string(patches) +
+                                ", written " + std::to_string(written));
+  }
+  state_ = std::move(state);
+  received_ = patches;
+  written_ = written;
+  window_ = std::move(unwritten);
+  started_ = true;
+}
+
+template <typename T>
 Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, bool update,
                        std::vector<ChunkRecord>* records) {
   const auto& c = memory.config();
@@ -161,14 +246,7 @@ Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, 
                                 std::to_string(c.input_dim) + ")");
   }
   const std::int64_t P = latents.size(0);
-  // Unit-norm latents: the byte LM's pooled hidden states have norms of about 25, which makes
-  // the values v = x W_V (and with them the inner gradients) so large that the chunked updates
-  // diverge; q and k are l2-normalised by the memory anyway.
-  const Tensor<T> x =
-      nn::mul(latents,
-              nn::exp(nn::scale(
-                  nn::log(nn::add_scalar(nn::sum(nn::mul(latents, latents), {-1}, true), T(1e-12))),
-                  T(-0.5))));
+  const Tensor<T> x = unit_rows(latents);
   MemoryState<T> state = memory.initial_state();
   std::vector<Tensor<T>> rows = {Tensor<T>::zeros({1, c.dim})};  // patch 0 receives nothing
   for (std::int64_t s = 0; s + 1 < P; s += c.chunk) {
@@ -334,6 +412,10 @@ MagModel load_mag_model(const std::filesystem::path& path) {
   }
 }
 
+template class MagStream<float>;
+template class MagStream<double>;
+template Tensor<float> unit_rows(const Tensor<float>&);
+template Tensor<double> unit_rows(const Tensor<double>&);
 template struct MagInjection<float>;
 template struct MagInjection<double>;
 template Tensor<float> mag_readouts(const NeuralMemory<float>&, const Tensor<float>&, bool,

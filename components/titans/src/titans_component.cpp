@@ -8,6 +8,7 @@
 
 #include "neat/blt/messages.hpp"
 #include "neat/components/messages.hpp"
+#include "neat/components/paths.hpp"
 #include "neat/nn/ops.hpp"
 
 namespace neat::titans {
@@ -31,6 +32,11 @@ config::Schema TitansComponent::schema() {
                 "granted learning rate at which theta is used as trained (theta x lr / this)")
       .optional("prioritization_window", Schema::integer(1, 1 << 20).default_value("64"),
                 "recent chunks whose surprise defines the skip threshold")
+      .optional("model", Schema::string().default_value(""),
+                "trained MAG model (`neat train titans`, models/titans/mag.ckpt): memory "
+                "parameters and shape from the file (the shape keys below are then unused), "
+                "readout of the previous patch's latent for blt_predict's injection (\"\": a "
+                "memory initialised from `seed`, readout of each patch's own query)")
       .optional("input_dim", Schema::integer(1, 1 << 16).default_value("256"),
                 "width of the patch latents")
       .optional("dim", Schema::integer(1, 1 << 16).default_value("256"),
@@ -81,10 +87,21 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
   get("alpha_max", mc.alpha_max);
   get("seed", mc.seed);
   name_ = ctx.name();
+  std::string model;
+  get("model", model);
   {
     nn::MemoryTag tag(name_);
     nn::NoGradGuard no_grad;
-    memory_.emplace(mc);  // std::invalid_argument on a bad shape
+    if (model.empty()) {
+      memory_.emplace(mc);  // std::invalid_argument on a bad shape
+    } else {
+      MagModel m = load_mag_model(components::resolve_path(model));
+      memory_.emplace(m.memory_config, m.memory->params());
+      mag_.emplace(*memory_);
+      ctx.log().info("titans: MAG memory from {} (d_in {}, d {}, L_M {}, C {})", model,
+                     m.memory_config.input_dim, m.memory_config.dim, m.memory_config.depth,
+                     m.memory_config.chunk);
+    }
     for (auto& t : memory_->params().all()) t.set_requires_grad(false);
   }
   prioritizer_ = std::make_unique<SurprisePrioritizer>(static_cast<std::size_t>(window));
@@ -105,7 +122,7 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
                                   std::to_string(c.input_dim) + "]");
         }
         std::vector<float> y = process(ctx, p.doc_id, p.last, latents->to_vector<float>(), n);
-        blt::Readout r{p.doc_id, p.first_patch, static_cast<std::uint64_t>(n), p.last};
+        blt::Readout r{p.doc_id, p.first_patch, static_cast<std::uint64_t>(n), p.last, p.starts};
         bus::publish(
             ctx.node(), output_, r,
             {bus::TensorOut::from_vector("readout", bus::DType::f32, {n, c.dim}, std::move(y))});
@@ -124,8 +141,8 @@ double TitansComponent::decide(components::Context& ctx, const ChunkReport& repo
   const ChunkBytes bytes = chunk_working_bytes(memory_->config(), report.patches, sizeof(float));
   // The chunk's latents count with the state (they were moved out of state_.pending to be
   // written).
-  const std::int64_t state_bytes = state_.bytes() + report.patches * memory_->config().input_dim *
-                                                        static_cast<std::int64_t>(sizeof(float));
+  const std::int64_t state_bytes = state().bytes() + report.patches * memory_->config().input_dim *
+                                                         static_cast<std::int64_t>(sizeof(float));
   const double keep =
       std::min(degrade_keep_, keep_fraction_for_budget(budget_bytes_, state_bytes, bytes));
   prioritizer_->set_keep_fraction(keep);
@@ -179,20 +196,33 @@ std::vector<float> TitansComponent::process(components::Context& ctx, std::uint6
   }
   nn::MemoryTag tag(name_);
   nn::NoGradGuard no_grad;
+  const auto x = nn::Tensorf::from_vector({n, c.input_dim}, latents);
+  std::vector<ChunkRecord> records;
+  const WritePolicy policy = [this, &ctx](const ChunkReport& r) { return decide(ctx, r); };
+  auto account = [&] {
+    for (const auto& r : records)
+      if (r.theta_scale > 0) sum_update_ += r.update_norm;
+    totals_.patches += static_cast<std::uint64_t>(n);
+  };
+  if (mag_) {
+    if (!mag_->started() || doc_id != mag_->state().document) {
+      mag_->start_document(doc_id, stream_scope_);
+      ++totals_.documents;
+    }
+    const nn::Tensorf y = mag_->push(x, policy, &records);
+    if (last && stream_scope_) mag_->finish(policy, &records);
+    account();
+    return y.to_vector();
+  }
   if (!started_ || (!stream_scope_ && doc_id != state_.document)) {
     state_ = memory_->initial_state(doc_id);
     started_ = true;
     ++totals_.documents;
   }
   state_.document = doc_id;
-  const auto x = nn::Tensorf::from_vector({n, c.input_dim}, latents);
-  std::vector<ChunkRecord> records;
-  const WritePolicy policy = [this, &ctx](const ChunkReport& r) { return decide(ctx, r); };
   const nn::Tensorf y = memory_->forward(state_, x, policy, &records);
   if (last && stream_scope_) memory_->flush(state_, policy, &records);
-  for (const auto& r : records)
-    if (r.theta_scale > 0) sum_update_ += r.update_norm;
-  totals_.patches += static_cast<std::uint64_t>(n);
+  account();
   return y.to_vector();
 }
 
@@ -205,7 +235,7 @@ TitansStats TitansComponent::current_stats() const {
   const auto m = nn::memory_stats(name_);
   s.memory_bytes = m.current_bytes;
   s.peak_memory_bytes = m.peak_bytes;
-  s.state_bytes = state_.bytes();
+  s.state_bytes = state().bytes();
   return s;
 }
 
@@ -224,7 +254,8 @@ nlohmann::json TitansComponent::stats() const {
           {"update_norm", s.update_norm},
           {"state_bytes", s.state_bytes},
           {"rejected", s.rejected},
-          {"step", state_.step},
+          {"step", state().step},
+          {"form", mag_ ? "mag" : "direct"},
           {"chunk", memory_ ? memory_->config().chunk : 0}};
 }
 
@@ -236,21 +267,32 @@ struct Snapshot {
   std::int64_t pending_rows = 0, step = 0, chunk = 0;
   std::uint64_t document = 0;
   bool started = false;
-  MSGPACK_DEFINE_MAP(weights, momentum, pending, pending_rows, step, chunk, document, started);
+  std::int64_t patches = 0, written = 0;  ///< MAG form: the document's stream position
+  MSGPACK_DEFINE_MAP(weights, momentum, pending, pending_rows, step, chunk, document, started,
+                     patches, written);
 };
 
 }  // namespace
 
 std::string TitansComponent::snapshot() const {
   Snapshot s;
-  for (const auto& t : state_.weights) s.weights.push_back(t.to_vector());
-  for (const auto& t : state_.momentum) s.momentum.push_back(t.to_vector());
-  if (state_.pending.defined()) s.pending = state_.pending.to_vector();
-  s.pending_rows = state_.pending_rows();
-  s.step = state_.step;
+  const MemoryState<float>& st = state();
+  for (const auto& t : st.weights) s.weights.push_back(t.to_vector());
+  for (const auto& t : st.momentum) s.momentum.push_back(t.to_vector());
+  if (mag_) {  // the unwritten latents of the MAG stream travel as the pending rows
+    if (mag_->unwritten().defined()) s.pending = mag_->unwritten().to_vector();
+    s.pending_rows = mag_->patches() - mag_->written();
+    s.patches = mag_->patches();
+    s.written = mag_->written();
+    s.started = mag_->started();
+  } else {
+    if (st.pending.defined()) s.pending = st.pending.to_vector();
+    s.pending_rows = st.pending_rows();
+    s.started = started_;
+  }
+  s.step = st.step;
   s.chunk = memory_ ? memory_->config().chunk : 0;
-  s.document = state_.document;
-  s.started = started_;
+  s.document = st.document;
   msgpack::sbuffer buf;
   msgpack::pack(buf, s);
   return {buf.data(), buf.size()};
@@ -290,13 +332,24 @@ void TitansComponent::restore(std::string_view bytes) {
     st.weights.push_back(nn::Tensorf::from_vector(m0[l].shape(), s.weights[l]));
     st.momentum.push_back(nn::Tensorf::from_vector(m0[l].shape(), s.momentum[l]));
   }
+  nn::Tensorf pending;
   if (s.pending_rows > 0)
-    st.pending = nn::Tensorf::from_vector({s.pending_rows, c.input_dim}, s.pending);
+    pending = nn::Tensorf::from_vector({s.pending_rows, c.input_dim}, s.pending);
   st.step = s.step;
   st.document = s.document;
+  if (s.chunk > 0) memory_->set_chunk(s.chunk);
+  if (mag_) {
+    if (!s.started) return;  // nothing streamed yet: the next document starts fresh
+    try {
+      mag_->restore(std::move(st), s.patches, s.written, std::move(pending));
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(std::string("titans: snapshot: ") + e.what());
+    }
+    return;
+  }
+  st.pending = std::move(pending);
   state_ = std::move(st);
   started_ = s.started;
-  if (s.chunk > 0) memory_->set_chunk(s.chunk);
 }
 
 bool TitansComponent::degrade(const std::string& action) {

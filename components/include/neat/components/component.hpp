@@ -4,6 +4,7 @@
 // Invariant: a component touches the bus only through its Context, on its executor thread.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -20,6 +21,32 @@
 #include "neat/config/schema.hpp"
 
 namespace neat::components {
+
+/// What the run's hardware profile (configs/profiles/*.yaml, issue 8) asks of one component,
+/// resolved by the launcher (pipeline.hpp: apply_profile) and handed to it in the configure
+/// command, embedded or in its own process alike. A component run without a profile (tests,
+/// `neat component` on its own) sees the defaults: float32, no caps.
+struct ProfileSettings {
+  std::string profile;                    ///< profile name; "" when the run has none
+  std::string precision = "float32";      ///< weight storage: "float32" | "bf16"
+  int batch_size = 0;                     ///< most sequences per forward/adaptation step; 0: no cap
+  std::uint64_t memory_grant_bytes = 0;   ///< this component's share of the budget; 0: none
+  std::uint64_t memory_budget_bytes = 0;  ///< the whole run's budget; 0: none
+  /// Process-wide heap policy (glibc), applied by the host: arenas at most (0: glibc default),
+  /// and whether free heap is returned to the system after each handled message batch.
+  int malloc_arena_max = 0;
+  std::uint64_t mmap_threshold_bytes = 0;  ///< M_MMAP_THRESHOLD; 0: glibc's dynamic default
+  bool trim_heap = false;
+
+  /// `requested` sequences per step capped by the profile's batch_size (unchanged when 0).
+  int cap_batch(int requested) const {
+    return batch_size > 0 && batch_size < requested ? batch_size : requested;
+  }
+
+  nlohmann::json to_json() const;
+  /// Inverse of to_json(); throws std::invalid_argument naming the bad field.
+  static ProfileSettings from_json(const nlohmann::json& j);
+};
 
 /// What a component sees of its runtime: its name, its bus node, its logger, and a way to say
 /// that its work is complete.
@@ -51,6 +78,11 @@ class Context {
   const std::filesystem::path& out_dir() const { return out_dir_; }
   void set_out_dir(std::filesystem::path dir) { out_dir_ = std::move(dir); }
 
+  /// The hardware profile's settings for this component (precision, batch cap, memory grant);
+  /// set by the host before configure().
+  const ProfileSettings& profile() const { return profile_; }
+  void set_profile(ProfileSettings profile) { profile_ = std::move(profile); }
+
  private:
   std::string name_;
   bus::Node& node_;
@@ -58,6 +90,7 @@ class Context {
   bool finished_ = false;
   std::string summary_;
   std::filesystem::path out_dir_ = ".";
+  ProfileSettings profile_;
   std::function<Grant(const UpdateRequest&)> requester_ = [](const UpdateRequest&) {
     return Grant{Grant::Action::discard, 0.0, "no coordinator"};
   };

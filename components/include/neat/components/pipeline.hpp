@@ -14,8 +14,10 @@
 
 #include "neat/bus/endpoints.hpp"
 #include "neat/bus/node.hpp"
+#include "neat/components/component.hpp"
 #include "neat/components/registry.hpp"
 #include "neat/config/schema.hpp"
+#include "neat/hardware/profile.hpp"
 
 namespace neat::components {
 
@@ -89,5 +91,26 @@ struct PipelineOverrides {
   std::vector<std::string> inputs;  ///< replaces the source's `inputs` when non-empty
 };
 void apply_overrides(PipelineSpec& spec, const PipelineOverrides& overrides);
+
+}  // namespace neat::components
+
+namespace neat::components {
+
+/// Reserved key of a component's `config:` block that carries its ProfileSettings (a JSON
+/// string) from the launcher, through the coordinator's configure command, to the host. No
+/// component schema has it, so a pipeline file cannot set it; the host removes it before the
+/// component's configure() runs.
+inline constexpr const char* kProfileConfigKey = "profile";
+
+/// The resolved hardware profile's settings for each component of `spec` (issue 8): the
+/// precision of its neural family (hardware::neural_family, float32 for the others), the
+/// profile's batch_size, its memory grant (hardware::memory_grants) and the heap policy;
+/// written under kProfileConfigKey of every component's config block. Called by the launcher
+/// once the profile is known, before components are started.
+void apply_profile(PipelineSpec& spec, const hardware::Profile& profile);
+
+/// Removes kProfileConfigKey from `config` and returns the settings it carried (defaults when
+/// absent). Throws std::invalid_argument for a malformed block.
+ProfileSettings take_profile_settings(YAML::Node& config);
 
 }  // namespace neat::components

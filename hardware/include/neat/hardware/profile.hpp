@@ -52,6 +52,12 @@ struct Profile {
   std::map<std::string, double> component_priority;
   // Per-component precision ("float32" | "bf16"); components not listed use default_precision.
   std::map<std::string, std::string> component_precision;
+  // Heap policy of every neat process (key `heap`): most glibc malloc arenas (0: glibc's
+  // default), the mmap threshold, and whether components return free heap to the system
+  // after each message batch.
+  int malloc_arena_max = 0;
+  std::uint64_t mmap_threshold_bytes = 0;  // M_MMAP_THRESHOLD; 0: glibc's dynamic default
+  bool trim_heap = false;
 
   // When selection may pick this profile. All rules must hold.
   struct Match {
@@ -70,6 +76,14 @@ struct Profile {
   // Priority weight of `component`: its entry in component_priority, else 1.0.
   double priority(const std::string& component) const;
 };
+
+// The profile's memory budget divided among components by priority: `families` maps each
+// component name of a run to its neural family (neural_family(); components with "" get no
+// grant and are left out). grant(c) = memory_budget_bytes x priority(family(c)) / sum of the
+// priorities of all listed components, in bytes (the division of coordinator::
+// MemoryBudgetManager). Empty when no component has a family.
+std::map<std::string, std::uint64_t> memory_grants(
+    const Profile& profile, const std::map<std::string, std::string>& families);
 
 // CPU scheduling by priority: the nice increment that gives a thread of weight `priority` its
 // share next to the highest-priority component (weight `max_priority`) under Linux CFS, where

@@ -123,7 +123,7 @@ class BltComponent : public components::Component {
   std::uint64_t patches_per_message_ = 64;
   std::uint64_t embedding_positions_ = 256;
   std::uint64_t stats_every_ = 0;
-  std::unique_ptr<nn::TransformerLM<float>> model_;
+  std::shared_ptr<const nn::TransformerLM<float>> model_;  ///< shared_byte_lm (issue 8)
   std::unique_ptr<EntropyStream> stream_;
   std::optional<Calibration> calibration_;
   std::vector<Document> pending_;  ///< calibration sample, decoded, not yet patched

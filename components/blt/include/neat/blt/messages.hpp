@@ -103,16 +103,19 @@ struct Adaptation {
 };
 
 /// Titans memory readout for a range of patches of one document (topic `titans.readout`):
-/// tensor "readout" (f32, [patch_count, dim]) with y_p = M*(q_p) read from memory written by
-/// earlier chunks only (Behrouz et al. 2024, eq. 15).
+/// tensor "readout" (f32, [patch_count, dim]), row p read from memory written by earlier chunks
+/// only (Behrouz et al. 2024, eq. 15; the MAG form reads with the previous patch's latent,
+/// titans/mag.hpp). `starts` repeats the patches' start positions from blt.patches, so that a
+/// predictor can give each token position its patch's readout.
 struct Readout {
   static constexpr std::string_view kSchema = "neat.titans.Readout";
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;
   std::uint64_t doc_id = 0;
   std::uint64_t first_patch = 0;
   std::uint64_t patch_count = 0;
-  bool last = false;  ///< last range of the document
-  MSGPACK_DEFINE_MAP(doc_id, first_patch, patch_count, last);
+  bool last = false;                  ///< last range of the document
+  std::vector<std::uint64_t> starts;  ///< patch start positions (token index), patch_count
+  MSGPACK_DEFINE_MAP(doc_id, first_patch, patch_count, last, starts);
 };
 
 }  // namespace neat::blt

@@ -73,9 +73,11 @@ class T2Component : public components::Component {
   double temperature_ = 0.02;
   bool center_ = true;
   std::optional<ExpertSet> experts_;
-  std::unique_ptr<nn::TransformerLM<float>> base_;
-  std::optional<ModelFactors> factors_;
-  std::unique_ptr<WeightCache> cache_ = std::make_unique<WeightCache>();
+  // The byte LM's SVD factors and the composed-weight cache, shared with an embedded
+  // blt_predict of the same process (t2/shared.hpp); U, V in the profile's precision.
+  std::shared_ptr<const ModelFactors> factors_;
+  std::shared_ptr<WeightCache> cache_ = std::make_shared<WeightCache>();
+  std::string precision_ = "float32";
   T2Stats stats_;
   double confidence_sum_ = 0.0, compose_ms_sum_ = 0.0;
   std::uint64_t composed_ = 0;

@@ -86,6 +86,51 @@ template <typename T>
 nn::Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const nn::Tensor<T>& latents, bool update,
                            std::vector<ChunkRecord>* records = nullptr);
 
+/// Streaming form of mag_readouts (update = true) for a bus node: a document's patch latents
+/// arrive in slices (blt.patches), push() returns the readout rows r_p of exactly the slice's
+/// patches — the rows mag_readouts gives for the whole document (up to float rounding of the
+/// row blocks) — and writes the chunk of associations x_j -> x_{j+1}, j in [s, s + C), as soon
+/// as a later key needs it (so a write uses latents of patches <= p - 1 only), each write
+/// decided by `policy` (the coordinator's grant: theta scaled, or skipped). The memory must
+/// outlive the stream.
+template <typename T>
+class MagStream {
+ public:
+  explicit MagStream(const NeuralMemory<T>& memory) : memory_(&memory) {}
+  /// Starts a document: M = M_0 after the persistent vectors (NeuralMemory::initial_state)
+  /// unless keep_memory (memory_scope: stream), patch indices from 0.
+  void start_document(std::uint64_t document, bool keep_memory = false);
+  /// Latents (n, d_in) of the next n patches of the document -> readouts (n, d), row i for
+  /// patch patches() - n + i. Appends one record per written chunk. Throws
+  /// std::invalid_argument on a shape mismatch (nothing changes then).
+  nn::Tensor<T> push(const nn::Tensor<T>& latents, const WritePolicy& policy = {},
+                     std::vector<ChunkRecord>* records = nullptr);
+  /// Writes the associations not yet written (end of a document whose memory carries over).
+  void finish(const WritePolicy& policy = {}, std::vector<ChunkRecord>* records = nullptr);
+
+  std::int64_t patches() const { return received_; }  ///< patches pushed in this document
+  std::int64_t written() const { return written_; }   ///< keys written (a multiple of C)
+  /// Unit-norm latents of patches [written(), patches()) (undefined when none).
+  const nn::Tensor<T>& unwritten() const { return window_; }
+  const MemoryState<T>& state() const { return state_; }
+  bool started() const { return started_; }
+  /// Puts back a state saved from state(), patches(), written() and unwritten(). Throws
+  /// std::invalid_argument when the unwritten rows do not equal patches - written.
+  void restore(MemoryState<T> state, std::int64_t patches, std::int64_t written,
+               nn::Tensor<T> unwritten);
+
+ private:
+  const NeuralMemory<T>* memory_;
+  MemoryState<T> state_;
+  nn::Tensor<T> window_;
+  std::int64_t received_ = 0, written_ = 0;
+  bool started_ = false;
+};
+
+/// Rows of x (n, d) scaled to unit l2 norm (the latents' normalisation of mag_readouts).
+template <typename T>
+nn::Tensor<T> unit_rows(const nn::Tensor<T>& x);
+
 /// The block hook for blt::target_log_probs (or a predictor): for a batch of windows (starts,
 /// len) it returns a BlockHook that, after block injection.config.layer, adds the MAG term with
 /// r = readouts row patch_of_position[start + i] at window position i. readouts is row-major
@@ -113,6 +158,8 @@ void save_mag_model(const std::filesystem::path& path, const MagModel& model);
 /// config key.
 MagModel load_mag_model(const std::filesystem::path& path);
 
+extern template class MagStream<float>;
+extern template class MagStream<double>;
 extern template struct MagInjection<float>;
 extern template struct MagInjection<double>;
 

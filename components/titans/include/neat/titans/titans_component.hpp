@@ -1,9 +1,14 @@
 // The `titans` pipeline component (Behrouz et al. 2024, §3): reads patch latents from
-// `blt.patches`, publishes for every slice the readout y_p = M*(q_p) of memory written by earlier
-// chunks only (`titans.readout`, neat.titans.Readout + tensor "readout" f32 [n, dim]) and writes
-// each full chunk into the memory, after asking the coordinator for the step (test-time learning
-// under grants; theta is scaled by the granted learning rate / lr_reference). Statistics
-// (`titans.stats`) at the end of every document and of the stream.
+// `blt.patches`, publishes for every slice the readout of memory written by earlier chunks only
+// (`titans.readout`, neat.titans.Readout + tensor "readout" f32 [n, dim]) and writes each full
+// chunk into the memory, after asking the coordinator for the step (test-time learning under
+// grants; theta is scaled by the granted learning rate / lr_reference). Two forms:
+//  - memory shape from the YAML keys: y_p = M*(q_p), chunks of the latents x_p (eq. 12-18);
+//  - `model:` a trained MAG model (models/titans/mag.ckpt, titans/mag.hpp): the memory's
+//    parameters and shape from the file, readout r_p = M*(q(x_{p-1})) of the associations
+//    x_j -> x_{j+1} ("what followed this context"; MagStream), which blt_predict injects through
+//    the model's gate — the main job's "+Titans" variant.
+// Statistics (`titans.stats`) at the end of every document and of the stream.
 // Invariants: learning uses the component's own loss only; bad input (a slice without a
 // well-formed "latents" tensor, non-finite values) is rejected with a PayloadError, counted, and
 // the memory is left as it was.
@@ -18,6 +23,7 @@
 #include "neat/bus/typed.hpp"
 #include "neat/components/component.hpp"
 #include "neat/components/registry.hpp"
+#include "neat/titans/mag.hpp"
 #include "neat/titans/memory.hpp"
 #include "neat/titans/prioritization.hpp"
 
@@ -52,8 +58,10 @@ struct TitansStats {
 class TitansComponent : public components::Component {
  public:
   /// `config:` keys: input, output, stats_topic, memory_scope (document | stream), budget_bytes,
-  /// lr_reference, prioritization_window, and the memory shape (input_dim, dim, depth, hidden,
-  /// chunk, persistent, l2_norm, theta_max, eta_max, alpha_max, seed).
+  /// lr_reference, prioritization_window, model (a MAG model file: memory parameters and shape
+  /// from it), and otherwise the memory shape (input_dim, dim, depth, hidden, chunk,
+  /// persistent, l2_norm, theta_max, eta_max, alpha_max, seed). Throws std::runtime_error for
+  /// an unreadable or corrupt model file (naming it).
   static config::Schema schema();
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {output_, stats_topic_}; }
@@ -72,7 +80,10 @@ class TitansComponent : public components::Component {
                              const std::vector<float>& latents, std::int64_t n);
   TitansStats current_stats() const;
   const NeuralMemory<float>& memory() const { return *memory_; }
-  const MemoryState<float>& state() const { return state_; }
+  /// The memory state in use (the MAG stream's in the `model:` form).
+  const MemoryState<float>& state() const { return mag_ ? mag_->state() : state_; }
+  /// Whether the component runs a trained MAG model (`model:` key).
+  bool mag() const { return mag_.has_value(); }
 
  private:
   double decide(components::Context& ctx, const ChunkReport& report);
@@ -83,6 +94,7 @@ class TitansComponent : public components::Component {
   double lr_reference_ = 1.0;
   std::optional<NeuralMemory<float>> memory_;
   MemoryState<float> state_;
+  std::optional<MagStream<float>> mag_;  ///< the `model:` form (reads memory_)
   bool started_ = false;
   std::unique_ptr<SurprisePrioritizer> prioritizer_;
   double degrade_keep_ = 1.0;  ///< cap on the keep fraction set by degrade commands
