@@ -21,7 +21,12 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   train->add_option("--config", *config, "training YAML")->capture_default_str();
   auto prototypes_only = std::make_shared<bool>(false);
   train->add_flag("--prototypes-only", *prototypes_only,
-                  "recompute the prototypes of out_dir/experts.ckpt, keeping z and alpha");
+                  "recompute the dispatch (prototypes, chosen on val) of out_dir/experts.ckpt, "
+                  "keeping z and alpha");
+  auto fewshot_only = std::make_shared<bool>(false);
+  train->add_flag("--fewshot-only", *fewshot_only,
+                  "recompute the CEM mixtures of the few-shot classes of out_dir/experts.ckpt, "
+                  "keeping z and the prototypes");
 
   auto eval_options = std::make_shared<t2::T2EvalOptions>();
   eval_options->experts = source_path("models/t2/experts.ckpt");
@@ -40,18 +45,28 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   eval->add_option("--temperature", e.temperature, "confidence softmax temperature")
       ->capture_default_str();
   eval->add_option("--center", e.center,
-                   "centre embedding and prototypes on the prototypes' mean (true/false)")
+                   "files without multi-prototypes only: centre embedding and prototypes on the "
+                   "prototypes' mean (true/false)")
       ->capture_default_str();
   eval->add_flag("--id-only", e.id_only, "domain identification only (no bits per byte)");
   eval->add_option("--threads", e.threads, "BLAS threads")->capture_default_str();
 
-  return [train, t2cmd, eval, config, eval_options, prototypes_only]() -> std::optional<int> {
+  return [train, t2cmd, eval, config, eval_options, prototypes_only,
+          fewshot_only]() -> std::optional<int> {
     if (*train) {
       const auto options = t2::T2TrainOptions::load(*config);
+      if (*fewshot_only) {
+        const auto prov = t2::refresh_fewshot(options, std::cerr,
+                                              "neat train t2 --fewshot-only --config " + *config);
+        std::cout << prov["fewshot_refreshes"].back().dump(2) << "\n";
+        return 0;
+      }
       if (*prototypes_only) {
         const auto prov = t2::refresh_prototypes(
             options, std::cerr, "neat train t2 --prototypes-only --config " + *config);
-        std::cout << prov["prototype_refreshes"].back().dump(2) << "\n";
+        auto record = prov["prototype_refreshes"].back();
+        record.erase("grid");
+        std::cout << record.dump(2) << "\n";
         return 0;
       }
       std::ifstream in(*config);

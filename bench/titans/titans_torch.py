@@ -8,7 +8,8 @@ momentum eta, forgetting alpha, per-patch theta).
 Usage: titans_torch.py DIR N D_IN D HIDDEN CHUNK THETA_MAX ETA_MAX ALPHA_MAX REPEATS
 DIR holds the raw little-endian f32 files written by bench_titans (x, w_k, w_v, w_q, theta_w,
 theta_b, eta_w, eta_b, alpha_w, alpha_b, m0_0, m0_1); writes DIR/readout_torch.f32 and prints
-"patches_per_second <value>".
+"patches_per_second <wall> cpu_patches_per_second <thread CPU time>" (medians of REPEATS timed
+runs after one warm-up run).
 """
 import os
 import sys
@@ -20,6 +21,12 @@ import torch
 
 def load(d, name, shape):
     return torch.from_numpy(np.fromfile(os.path.join(d, name + ".f32"), dtype="<f4").reshape(shape))
+
+
+def median(values):
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else 0.5 * (v[m - 1] + v[m])
 
 
 def l2n(t):
@@ -85,15 +92,17 @@ def main():
         "m0_0": load(d, "m0_0", (dim, hidden)), "m0_1": load(d, "m0_1", (hidden, dim)),
     }
     x = load(d, "x", (n, d_in))
-    best = float("inf")
+    times, cpu_times = [], []
     with torch.no_grad():
         y = run(x, p, chunk, theta_max, eta_max, alpha_max)  # warm-up
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             y = run(x, p, chunk, theta_max, eta_max, alpha_max)
-            best = min(best, time.perf_counter() - t0)
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.thread_time() - c0)
     y.numpy().astype("<f4").tofile(os.path.join(d, "readout_torch.f32"))
-    print("patches_per_second %.1f" % (n / best))
+    print("patches_per_second %.1f cpu_patches_per_second %.1f" % (
+        n / median(times), n / median(cpu_times)))
 
 
 if __name__ == "__main__":

@@ -350,10 +350,16 @@ int ComponentHost::run(const std::atomic<bool>& stop) {
         for (const auto& topic : probe_topics) node.probe(topic);
         next_probe = std::chrono::steady_clock::now() + options_.probe_interval;
       }
-      // Drain what is queued, bounded so that control commands stay responsive; a command kept
-      // during an update request (a rollback's restore) is handled before the next message.
+      // Drain what is queued, bounded, and look at the control socket after every message so
+      // that commands (activate, restore, stop) wait for one handler at most, however slow the
+      // handlers are; a command kept during an update request (a rollback's restore) is
+      // handled before the next message too.
       int dispatched = 0;
-      while (dispatched < 256 && pending.empty() && node.dispatch_one()) ++dispatched;
+      while (dispatched < 256 && pending.empty() && node.dispatch_one()) {
+        ++dispatched;
+        if (auto cmd = control.recv(std::chrono::milliseconds(0)))
+          pending.push_back(std::move(*cmd));
+      }
       want_step = active && pending.empty() && !ctx.finished() && component_->step(ctx);
       // The profile's heap policy: what this batch freed goes back to the system.
       if (ctx.profile().trim_heap && (dispatched > 0 || want_step)) ::malloc_trim(0);

@@ -408,6 +408,14 @@ bool Supervisor::wait_until(const std::atomic<bool>& stop, std::chrono::millisec
     }
     if (timeout.count() > 0 && Clock::now() > deadline) {
       outcome_.error = "timed out after " + std::to_string(timeout.count()) + " ms " + what;
+      std::string late;  // the components the wait was for (ready() is per component)
+      for (const auto& [name, st] : status_) {
+        if (!st.registered || (what == "configuring components" && !st.configured) ||
+            (what == "activating components" && !st.active)) {
+          late += (late.empty() ? "" : ", ") + name;
+        }
+      }
+      if (!late.empty()) outcome_.error += " (not yet: " + late + ")";
       return false;
     }
     if (auto in = server_.recv(std::chrono::milliseconds(50))) handle_safely(*in);

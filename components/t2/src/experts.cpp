@@ -33,6 +33,28 @@ nn::CheckpointTensor f32_tensor(std::string name, const std::vector<float>& valu
   return t;
 }
 
+nn::CheckpointTensor f32_matrix(std::string name, const std::vector<std::vector<float>>& rows) {
+  std::vector<float> flat;
+  for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+  auto t = f32_tensor(std::move(name), flat);
+  t.shape = {static_cast<std::int64_t>(rows.size()),
+             static_cast<std::int64_t>(rows.empty() ? 0 : rows.front().size())};
+  return t;
+}
+
+std::vector<std::vector<float>> f32_rows(const nn::CheckpointTensor& t, const std::string& file) {
+  if (t.dtype != nn::DType::f32 || t.shape.size() != 2 || t.shape[0] < 1 || t.shape[1] < 1 ||
+      t.data.size() != static_cast<std::size_t>(t.shape[0] * t.shape[1]) * 4) {
+    throw std::runtime_error(file + ": tensor '" + t.name + "' must be a non-empty 2-D f32 matrix");
+  }
+  const auto cols = static_cast<std::size_t>(t.shape[1]);
+  std::vector<std::vector<float>> rows(static_cast<std::size_t>(t.shape[0]),
+                                       std::vector<float>(cols));
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    std::memcpy(rows[r].data(), t.data.data() + r * cols * 4, cols * 4);
+  return rows;
+}
+
 std::vector<float> f32_values(const nn::CheckpointTensor& t, const std::string& file) {
   if (t.dtype != nn::DType::f32 || t.shape.size() != 1) {
     throw std::runtime_error(file + ": tensor '" + t.name + "' must be a 1-D f32 vector");
@@ -87,15 +109,42 @@ ExpertVector ExpertSet::mix(const std::vector<double>& alpha) const {
     throw std::invalid_argument("t2: mixture has " + std::to_string(alpha.size()) +
                                 " weights for " + std::to_string(experts.size()) + " experts");
   }
+  double identity = 1.0;
+  for (double a : alpha) identity -= a;
   ExpertVector z(experts.front().size());
   for (std::size_t m = 0; m < z.size(); ++m) {
-    z[m].assign(experts.front()[m].size(), 0.0f);
+    z[m].assign(experts.front()[m].size(), static_cast<float>(identity));
     for (std::size_t k = 0; k < experts.size(); ++k) {
       const auto a = static_cast<float>(alpha[k]);
       for (std::size_t r = 0; r < z[m].size(); ++r) z[m][r] += a * experts[k][m][r];
     }
   }
   return z;
+}
+
+bool ExpertSet::has_multi_prototypes() const {
+  if (classes.empty() || dispatch_prototypes.size() != classes.size()) return false;
+  for (const auto& p : dispatch_prototypes)
+    if (p.empty()) return false;
+  return true;
+}
+
+Classification ExpertSet::classify(const std::vector<float>& embedding, double temperature,
+                                   bool center) const {
+  if (classes.empty()) throw std::invalid_argument("t2: classify without dispatch classes");
+  if (has_multi_prototypes()) {
+    const auto& protos = dispatch_prototypes;
+    const auto e = dispatch_transform.apply(embedding);
+    if (e.size() != protos.front().front().size()) {
+      throw std::invalid_argument("t2: embedding has " + std::to_string(embedding.size()) +
+                                  " values, the prototypes have " +
+                                  std::to_string(protos.front().front().size()));
+    }
+    return classify_nearest(e, protos, temperature);
+  }
+  std::vector<std::vector<float>> protos;
+  for (const auto& c : classes) protos.push_back(c.prototype);
+  return t2::classify(embedding, protos, temperature, center);
 }
 
 std::size_t ExpertSet::domain_index(const std::string& domain) const {
@@ -118,7 +167,8 @@ void ExpertSet::save(const std::filesystem::path& file) const {
   nn::Checkpoint c;
   nlohmann::json cfg;
   cfg["format"] = "neat.t2.experts";
-  cfg["version"] = 1;
+  const bool multi = has_multi_prototypes();
+  cfg["version"] = multi ? 2 : 1;
   cfg["matrices"] = matrices;
   cfg["ranks"] = ranks;
   cfg["domains"] = domains;
@@ -130,10 +180,22 @@ void ExpertSet::save(const std::filesystem::path& file) const {
   for (std::size_t d = 0; d < domains.size(); ++d)
     for (std::size_t m = 0; m < matrices.size(); ++m)
       c.tensors.push_back(f32_tensor("z." + domains[d] + "." + matrices[m], experts[d][m]));
-  for (const auto& k : classes) {
+  for (std::size_t i = 0; i < classes.size(); ++i) {
+    const auto& k = classes[i];
     c.tensors.push_back(f32_tensor("prototype." + k.name, k.prototype));
     c.tensors.push_back(
         f32_tensor("alpha." + k.name, std::vector<float>(k.alpha.begin(), k.alpha.end())));
+    if (multi) c.tensors.push_back(f32_matrix("prototypes." + k.name, dispatch_prototypes[i]));
+  }
+  if (multi && !dispatch_transform.mean.empty())
+    c.tensors.push_back(f32_tensor("dispatch.mean", dispatch_transform.mean));
+  if (multi && !dispatch_transform.whitening.empty()) {
+    auto w = f32_tensor("dispatch.whitening", dispatch_transform.whitening);
+    const auto dim = static_cast<std::int64_t>(dispatch_transform.mean.size());
+    if (dim * dim != static_cast<std::int64_t>(dispatch_transform.whitening.size()))
+      throw std::invalid_argument("t2: whitening matrix does not match the transform's mean");
+    w.shape = {dim, dim};
+    c.tensors.push_back(std::move(w));
   }
   if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path());
   nn::write_checkpoint(file.string(), c);
@@ -180,7 +242,33 @@ ExpertSet ExpertSet::load(const std::filesystem::path& file) {
       if (dc.alpha.size() != s.domains.size()) {
         throw std::runtime_error("alpha." + dc.name + " has the wrong length");
       }
+      if (by_name.count("prototypes." + dc.name)) {
+        auto rows = f32_rows(get("prototypes." + dc.name), name);
+        if (s.dispatch_prototypes.size() != s.classes.size() ||
+            (!s.dispatch_prototypes.empty() &&
+             rows.front().size() != s.dispatch_prototypes.front().front().size())) {
+          throw std::runtime_error("prototypes." + dc.name +
+                                   " has the wrong width, or an earlier class has none");
+        }
+        s.dispatch_prototypes.push_back(std::move(rows));
+      }
       s.classes.push_back(std::move(dc));
+    }
+    if (!s.dispatch_prototypes.empty() && s.dispatch_prototypes.size() != s.classes.size())
+      throw std::runtime_error("only some classes have a 'prototypes.<class>' tensor");
+    // Multi-prototypes live in the transformed space: their transform must be there too.
+    if (!s.dispatch_prototypes.empty() || by_name.count("dispatch.mean"))
+      s.dispatch_transform.mean = f32_values(get("dispatch.mean"), name);
+    if (by_name.count("dispatch.whitening")) {
+      const auto& w = get("dispatch.whitening");
+      const auto dim = static_cast<std::int64_t>(s.dispatch_transform.mean.size());
+      if (w.dtype != nn::DType::f32 || w.shape != std::vector<std::int64_t>{dim, dim} ||
+          w.data.size() != static_cast<std::size_t>(dim * dim) * 4) {
+        throw std::runtime_error("dispatch.whitening must be f32 [" + std::to_string(dim) + ", " +
+                                 std::to_string(dim) + "] (dim of dispatch.mean)");
+      }
+      s.dispatch_transform.whitening.resize(static_cast<std::size_t>(dim * dim));
+      std::memcpy(s.dispatch_transform.whitening.data(), w.data.data(), w.data.size());
     }
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(name + ": bad config block: " + e.what());

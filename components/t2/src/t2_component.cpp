@@ -56,14 +56,10 @@ T2Stats T2Component::current_stats() const {
 
 blt::Adaptation T2Component::decide(std::uint64_t doc_id, const std::vector<float>& embedding) {
   if (!experts_) throw std::logic_error("t2: decide before experts are loaded");
-  std::vector<std::vector<float>> prototypes;
-  for (const auto& c : experts_->classes) prototypes.push_back(c.prototype);
-  if (prototypes.empty() || embedding.size() != prototypes.front().size()) {
-    throw std::invalid_argument("embedding has " + std::to_string(embedding.size()) +
-                                " values, the prototypes have " +
-                                std::to_string(prototypes.empty() ? 0 : prototypes.front().size()));
-  }
-  const auto c = classify(embedding, prototypes, temperature_, center_);
+  // Cosine similarity to the prototypes stored with the experts (several per class and a
+  // whitening learned on train in a version-2 file; ExpertSet::classify). Throws
+  // std::invalid_argument for an embedding of the wrong width.
+  const auto c = experts_->classify(embedding, temperature_, center_);
   const auto& cls = experts_->classes[c.index];
   blt::Adaptation a;
   a.doc_id = doc_id;

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <fstream>
 #include <iomanip>
+#include <numeric>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -31,7 +32,9 @@ config::Schema T2TrainOptions::schema() {
                     "fraction of the population that refits the Gaussian")
           .optional("iterations", Schema::integer(1, 100000).default_value("50"), "CEM iterations")
           .optional("initial_std", Schema::number(1e-6, 100).default_value("0.5"),
-                    "initial std of the search distribution over theta");
+                    "initial std of the search distribution over theta")
+          .optional("identity_component", Schema::boolean().default_value("true"),
+                    "also weigh z = 1 (the base LM) in the mixture; first sample alpha_0 = 1");
   auto svd =
       Schema::map()
           .optional("energy_fraction", Schema::number(1e-6, 1).default_value("1.0"),
@@ -70,6 +73,12 @@ config::Schema T2TrainOptions::schema() {
                     "N: task embedding over BOS + the first N-1 bytes")
           .optional("prototype_documents", Schema::integer(0, 1 << 30).default_value("32"),
                     "train documents averaged per prototype (0: all)")
+          .optional("prototypes_per_class", Schema::list(Schema::integer(1, 4096), 1),
+                    "k-means prototypes per class tried; the best on the validation split is "
+                    "kept (default [1, 2, 4, 8])")
+          .optional("whitening_shrinkage", Schema::list(Schema::number(1e-9, 1e6)),
+                    "shrinkage of the within-class whitening tried next to centring only "
+                    "(default [0.01, 0.1, 1])")
           .optional("temperature", Schema::number(1e-9, 100).default_value("0.02"),
                     "softmax temperature of the confidence over cosines")
           .optional("fewshot_domains", Schema::list(Schema::string()),
@@ -127,6 +136,10 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (d["prototype_documents"])
       o.prototype_documents = d["prototype_documents"].as<std::int64_t>();
     if (d["temperature"]) o.temperature = d["temperature"].as<double>();
+    if (d["prototypes_per_class"])
+      o.prototypes_per_class = d["prototypes_per_class"].as<std::vector<std::int64_t>>();
+    if (d["whitening_shrinkage"])
+      o.whitening_shrinkage = d["whitening_shrinkage"].as<std::vector<double>>();
     if (d["fewshot_domains"])
       o.fewshot_domains = d["fewshot_domains"].as<std::vector<std::string>>();
     if (d["fewshot_documents"]) o.fewshot_documents = d["fewshot_documents"].as<std::int64_t>();
@@ -136,6 +149,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
       if (c["elite_ratio"]) o.cem.elite_ratio = c["elite_ratio"].as<double>();
       if (c["iterations"]) o.cem.iterations = c["iterations"].as<std::int64_t>();
       if (c["initial_std"]) o.cem.initial_std = c["initial_std"].as<double>();
+      if (c["identity_component"]) o.cem.identity_component = c["identity_component"].as<bool>();
     }
   }
   o.cem.seed = o.seed;
@@ -153,18 +167,21 @@ std::string file_sha256(const std::filesystem::path& file) {
   return data::sha256_hex(s.str());
 }
 
-std::vector<float> mean_embedding(const nn::TransformerLM<float>& model,
-                                  const std::vector<const std::vector<std::uint8_t>*>& docs,
-                                  std::int64_t positions) {
-  std::vector<double> sum;
-  for (const auto* d : docs) {
-    const auto e = task_embedding(model, *d, positions);
-    if (sum.empty()) sum.assign(e.size(), 0.0);
-    for (std::size_t i = 0; i < e.size(); ++i) sum[i] += e[i];
-  }
+std::vector<std::vector<float>> embeddings_of(const nn::TransformerLM<float>& model,
+                                              const std::vector<std::vector<std::uint8_t>>& docs,
+                                              std::int64_t positions) {
+  std::vector<std::vector<float>> out;
+  for (const auto& d : docs) out.push_back(task_embedding(model, d, positions));
+  return out;
+}
+
+std::vector<float> mean_of(const std::vector<std::vector<float>>& rows) {
+  std::vector<double> sum(rows.front().size(), 0.0);
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) sum[i] += r[i];
   std::vector<float> out(sum.size());
   for (std::size_t i = 0; i < sum.size(); ++i)
-    out[i] = static_cast<float>(sum[i] / static_cast<double>(docs.size()));
+    out[i] = static_cast<float>(sum[i] / static_cast<double>(rows.size()));
   return out;
 }
 
@@ -269,7 +286,160 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
   return run;
 }
 
+// CEM few-shot mixture of one domain (Sun et al. §3.2): α maximising the log-likelihood of the
+// k shots (as −bits per byte over the same bytes, a monotone function of it) under
+// z' = α_0·1 + Σ α_k z_k; the val bits per byte of the base and the mixture. Returns the score
+// record; `alpha` receives the expert weights.
+nlohmann::json fewshot_mixture(const T2TrainOptions& o, const data::Manifest& manifest,
+                               const nn::TransformerLM<float>& base,
+                               nn::TransformerLM<float>& adapted, const ModelFactors& factors,
+                               const ExpertSet& set, const std::string& domain,
+                               std::vector<double>& alpha, std::ostream& progress) {
+  const auto t_start = Clock::now();
+  auto docs = split_bytes(manifest, domain, data::Split::kTrain);
+  if (docs.size() > static_cast<std::size_t>(o.fewshot_documents))
+    docs.resize(static_cast<std::size_t>(o.fewshot_documents));
+  if (docs.empty())
+    throw std::runtime_error("t2: no train documents for few-shot '" + domain + "'");
+  std::vector<std::vector<std::uint8_t>> shots;
+  for (const auto& doc : docs) {
+    shots.emplace_back(doc.begin(),
+                       doc.begin() + static_cast<std::ptrdiff_t>(
+                                         std::min<std::uint64_t>(doc.size(), o.fewshot_bytes)));
+  }
+  const auto objective = [&](const std::vector<double>& a) {
+    apply_weights(factors, compose_all(factors, set.mix(a)), adapted);
+    return -blt::bits_per_byte(adapted, shots);
+  };
+  const double base_shots = blt::bits_per_byte(base, shots);
+  const auto cem = cem_search(set.domains.size(), objective, o.cem);
+  const auto val = split_bytes(manifest, domain, data::Split::kVal);
+  const double base_bpb = blt::bits_per_byte(base, val, o.eval_bytes);
+  apply_weights(factors, compose_all(factors, set.mix(cem.alpha)), adapted);
+  const double mix_bpb = blt::bits_per_byte(adapted, val, o.eval_bytes);
+  alpha = cem.alpha;
+  const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
+  progress << "t2 few-shot " << domain << ": CEM " << cem.evaluations
+           << " evaluations, identity weight " << cem.identity_weight << ", shots bits/byte base "
+           << base_shots << " -> " << -cem.best_score << "; val base " << base_bpb << " -> "
+           << mix_bpb << " (" << secs << " s)\n";
+  return {{"fewshot", true},
+          {"alpha", cem.alpha},
+          {"identity_weight", cem.identity_weight},
+          {"identity_component", o.cem.identity_component},
+          {"cem_evaluations", cem.evaluations},
+          {"cem",
+           {{"population", o.cem.population},
+            {"elite_ratio", o.cem.elite_ratio},
+            {"iterations", o.cem.iterations},
+            {"initial_std", o.cem.initial_std}}},
+          {"shots_bits_per_byte_base", base_shots},
+          {"shots_bits_per_byte_mixture", -cem.best_score},
+          {"val_bits_per_byte_base", base_bpb},
+          {"val_bits_per_byte_mixture", mix_bpb},
+          {"ratio", mix_bpb / base_bpb},
+          {"seconds", secs}};
+}
+
+// Train (and val) embeddings of every class of `set`, then fit_dispatch(); the mean prototype of
+// each class is refreshed too. Returns the record for the provenance.
+nlohmann::json build_dispatch(const T2TrainOptions& o, const data::Manifest& manifest,
+                              const nn::TransformerLM<float>& base, ExpertSet& set,
+                              std::ostream& progress) {
+  ClassEmbeddings train, val;
+  nlohmann::json counts = nlohmann::json::object();
+  for (auto& cls : set.classes) {
+    auto docs = split_bytes(manifest, cls.name, data::Split::kTrain);
+    const std::int64_t limit = cls.fewshot ? o.fewshot_documents : o.prototype_documents;
+    if (limit > 0 && docs.size() > static_cast<std::size_t>(limit))
+      docs.resize(static_cast<std::size_t>(limit));
+    if (docs.empty()) throw std::runtime_error("t2: no train documents for '" + cls.name + "'");
+    train.push_back(embeddings_of(base, docs, o.embedding_positions));
+    cls.prototype = mean_of(train.back());
+    val.push_back(embeddings_of(base, split_bytes(manifest, cls.name, data::Split::kVal),
+                                o.embedding_positions));
+    counts[cls.name] = {{"train", train.back().size()}, {"val", val.back().size()}};
+    progress << "t2: embedded " << cls.name << ": " << train.back().size() << " train, "
+             << val.back().size() << " val documents\n";
+  }
+  auto record =
+      fit_dispatch(set, train, val, o.prototypes_per_class, o.whitening_shrinkage, o.seed);
+  record["documents"] = counts;
+  record["embedding_positions"] = o.embedding_positions;
+  progress << "t2: dispatch " << record["chosen"].dump() << "\n";
+  return record;
+}
+
 }  // namespace
+
+nlohmann::json fit_dispatch(ExpertSet& set, const ClassEmbeddings& train,
+                            const ClassEmbeddings& val, const std::vector<std::int64_t>& ks,
+                            const std::vector<double>& shrinkages, std::uint64_t seed) {
+  if (train.size() != set.classes.size() || val.size() != set.classes.size() || ks.empty()) {
+    throw std::invalid_argument(
+        "t2: fit_dispatch needs train and val embeddings of every class "
+        "and at least one k");
+  }
+  struct Setting {
+    EmbeddingNormalisation normalisation;
+    double shrinkage;
+  };
+  std::vector<Setting> settings{{EmbeddingNormalisation::center, 0.0}};
+  for (double e : shrinkages) settings.push_back({EmbeddingNormalisation::whiten, e});
+  nlohmann::json grid = nlohmann::json::array();
+  double best_acc = -1.0, best_worst = -1.0;
+  EmbeddingTransform best_transform;
+  std::vector<std::vector<std::vector<float>>> best_prototypes;
+  nlohmann::json chosen;
+  for (const auto& st : settings) {
+    const auto transform = fit_embedding_transform(train, st.normalisation, st.shrinkage);
+    ClassEmbeddings train_t(train.size()), val_t(val.size());
+    for (std::size_t c = 0; c < train.size(); ++c) {
+      for (const auto& e : train[c]) train_t[c].push_back(transform.apply(e));
+      for (const auto& e : val[c]) val_t[c].push_back(transform.apply(e));
+    }
+    for (const auto k : ks) {
+      std::vector<std::vector<std::vector<float>>> prototypes;
+      for (std::size_t c = 0; c < train_t.size(); ++c)
+        prototypes.push_back(
+            kmeans_centroids(train_t[c], static_cast<std::size_t>(k), 100, seed + c));
+      std::size_t correct = 0, total = 0;
+      double worst = 1.0;
+      nlohmann::json per_class = nlohmann::json::object();
+      for (std::size_t c = 0; c < val_t.size(); ++c) {
+        std::size_t ok = 0;
+        for (const auto& e : val_t[c]) ok += classify_nearest(e, prototypes, 1.0).index == c;
+        correct += ok;
+        total += val_t[c].size();
+        if (!val_t[c].empty()) {
+          const double acc = double(ok) / double(val_t[c].size());
+          worst = std::min(worst, acc);
+          per_class[set.classes[c].name] = acc;
+        }
+      }
+      const double acc = total ? double(correct) / double(total) : 0.0;
+      nlohmann::json row = {
+          {"normalisation",
+           st.normalisation == EmbeddingNormalisation::center ? "center" : "whiten"},
+          {"shrinkage", st.shrinkage},
+          {"prototypes_per_class", k},
+          {"val_accuracy", acc},
+          {"val_worst_class_accuracy", worst},
+          {"val_accuracy_per_class", per_class}};
+      grid.push_back(row);
+      if (acc > best_acc || (acc == best_acc && worst > best_worst)) {
+        best_acc = acc;
+        best_worst = worst;
+        best_transform = transform;
+        best_prototypes = prototypes;
+        chosen = row;
+      }
+    }
+  }
+  set.dispatch_transform = best_transform;
+  set.dispatch_prototypes = best_prototypes;
+  return {{"grid", grid}, {"chosen", chosen}, {"selected_on", "val"}, {"fitted_on", "train"}};
+}
 
 nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
                              const std::string& command, const std::string& config_text) {
@@ -314,73 +484,26 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
     const double expert_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
     progress << "t2 " << domain << ": val bits/byte base " << base_bpb << " -> expert "
              << expert_bpb << " (" << run.seconds << " s)\n";
-    std::vector<const std::vector<std::uint8_t>*> proto_docs;
-    for (const auto& doc : train_docs) {
-      if (o.prototype_documents > 0 &&
-          static_cast<std::int64_t>(proto_docs.size()) >= o.prototype_documents)
-        break;
-      proto_docs.push_back(&doc);
-    }
-    DispatchClass cls;
+    DispatchClass cls;  // prototypes: build_dispatch() below
     cls.name = domain;
     cls.alpha.assign(o.domains.size(), 0.0);
     cls.alpha[d] = 1.0;
-    cls.prototype = mean_embedding(*base, proto_docs, o.embedding_positions);
     set.classes.push_back(std::move(cls));
     set.experts.push_back(std::move(run.z));
     scores[domain] = {
-        {"val_bits_per_byte_base", base_bpb},      {"val_bits_per_byte_expert", expert_bpb},
-        {"ratio", expert_bpb / base_bpb},          {"final_ce_nats", run.final_loss},
-        {"final_kl_nats", run.final_kl},           {"train_seconds", run.seconds},
-        {"prototype_documents", proto_docs.size()}};
+        {"val_bits_per_byte_base", base_bpb}, {"val_bits_per_byte_expert", expert_bpb},
+        {"ratio", expert_bpb / base_bpb},     {"final_ce_nats", run.final_loss},
+        {"final_kl_nats", run.final_kl},      {"train_seconds", run.seconds}};
   }
   for (const auto& domain : o.fewshot_domains) {
-    const auto t_start = Clock::now();
-    auto docs = split_bytes(manifest, domain, data::Split::kTrain);
-    if (docs.size() > static_cast<std::size_t>(o.fewshot_documents))
-      docs.resize(static_cast<std::size_t>(o.fewshot_documents));
-    if (docs.empty())
-      throw std::runtime_error("t2: no train documents for few-shot '" + domain + "'");
-    std::vector<std::vector<std::uint8_t>> shots;
-    std::vector<const std::vector<std::uint8_t>*> proto_docs;
-    for (const auto& doc : docs) {
-      shots.emplace_back(doc.begin(),
-                         doc.begin() + static_cast<std::ptrdiff_t>(
-                                           std::min<std::uint64_t>(doc.size(), o.fewshot_bytes)));
-      proto_docs.push_back(&doc);
-    }
-    // Objective: log-likelihood of the k shots under z' = Σ α_k z_k, as −bits per byte over
-    // the same bytes (a monotone function of the log-likelihood).
-    const auto objective = [&](const std::vector<double>& alpha) {
-      apply_weights(factors, compose_all(factors, set.mix(alpha)), *adapted);
-      return -blt::bits_per_byte(*adapted, shots);
-    };
-    const double base_shots = blt::bits_per_byte(*base, shots);
-    const auto cem = cem_search(o.domains.size(), objective, o.cem);
-    const auto val = split_bytes(manifest, domain, data::Split::kVal);
-    const double base_bpb = blt::bits_per_byte(*base, val, o.eval_bytes);
-    apply_weights(factors, compose_all(factors, set.mix(cem.alpha)), *adapted);
-    const double mix_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
     DispatchClass cls;
     cls.name = domain;
     cls.fewshot = true;
-    cls.alpha = cem.alpha;
-    cls.prototype = mean_embedding(*base, proto_docs, o.embedding_positions);
+    scores[domain] =
+        fewshot_mixture(o, manifest, *base, *adapted, factors, set, domain, cls.alpha, progress);
     set.classes.push_back(std::move(cls));
-    const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
-    progress << "t2 few-shot " << domain << ": CEM " << cem.evaluations
-             << " evaluations, shots bits/byte base " << base_shots << " -> " << -cem.best_score
-             << "; val base " << base_bpb << " -> " << mix_bpb << " (" << secs << " s)\n";
-    scores[domain] = {{"fewshot", true},
-                      {"alpha", cem.alpha},
-                      {"cem_evaluations", cem.evaluations},
-                      {"shots_bits_per_byte_base", base_shots},
-                      {"shots_bits_per_byte_mixture", -cem.best_score},
-                      {"val_bits_per_byte_base", base_bpb},
-                      {"val_bits_per_byte_mixture", mix_bpb},
-                      {"ratio", mix_bpb / base_bpb},
-                      {"seconds", secs}};
   }
+  const auto dispatch = build_dispatch(o, manifest, *base, set, progress);
   const double wall = std::chrono::duration<double>(Clock::now() - wall_start).count();
   nlohmann::json prov;
   prov["command"] = command;
@@ -393,6 +516,7 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
   prov["svd_seconds"] = svd_seconds;
   prov["threads"] = o.threads;
   prov["scores"] = scores;
+  prov["dispatch"] = dispatch;
   set.provenance = prov;
   set.save(o.out_dir / "experts.ckpt");
   std::ofstream(o.out_dir / "provenance.json") << prov.dump(2) << "\n";
@@ -408,26 +532,42 @@ nlohmann::json refresh_prototypes(const T2TrainOptions& o, std::ostream& progres
   const auto base = blt::load_byte_lm(o.base_model);
   const auto file = o.out_dir / "experts.ckpt";
   auto set = ExpertSet::load(file);
-  nlohmann::json counts = nlohmann::json::object();
-  for (auto& cls : set.classes) {
-    auto docs = split_bytes(manifest, cls.name, data::Split::kTrain);
-    const std::int64_t limit = cls.fewshot ? o.fewshot_documents : o.prototype_documents;
-    if (limit > 0 && docs.size() > static_cast<std::size_t>(limit))
-      docs.resize(static_cast<std::size_t>(limit));
-    if (docs.empty()) throw std::runtime_error("t2: no train documents for '" + cls.name + "'");
-    std::vector<const std::vector<std::uint8_t>*> ptrs;
-    for (const auto& d : docs) ptrs.push_back(&d);
-    cls.prototype = mean_embedding(*base, ptrs, o.embedding_positions);
-    counts[cls.name] = docs.size();
-    progress << "t2: prototype " << cls.name << " from " << docs.size() << " documents\n";
-  }
+  auto record = build_dispatch(o, manifest, *base, set, progress);
+  record["command"] = command;
+  record["finished_utc"] = now_utc();
+  record["wall_seconds"] = std::chrono::duration<double>(Clock::now() - start).count();
   auto& refreshes = set.provenance["prototype_refreshes"];
+  if (!refreshes.is_array()) refreshes = nlohmann::json::array();
+  refreshes.push_back(record);
+  set.save(file);
+  std::ofstream(o.out_dir / "provenance.json") << set.provenance.dump(2) << "\n";
+  return set.provenance;
+}
+
+nlohmann::json refresh_fewshot(const T2TrainOptions& o, std::ostream& progress,
+                               const std::string& command) {
+  const auto start = Clock::now();
+  nn::set_num_threads(o.threads);
+  const auto manifest = data::load_manifest(o.corpus);
+  const auto base = blt::load_byte_lm(o.base_model);
+  auto adapted = copy_model(*base);
+  const auto file = o.out_dir / "experts.ckpt";
+  auto set = ExpertSet::load(file);
+  const auto factors = ModelFactors::decompose(*base, o.svd);
+  set.check_compatible(factors);
+  nlohmann::json scores = nlohmann::json::object();
+  for (auto& cls : set.classes) {
+    if (!cls.fewshot) continue;
+    scores[cls.name] =
+        fewshot_mixture(o, manifest, *base, *adapted, factors, set, cls.name, cls.alpha, progress);
+  }
+  if (scores.empty()) throw std::runtime_error(file.string() + ": no few-shot class to refresh");
+  auto& refreshes = set.provenance["fewshot_refreshes"];
   if (!refreshes.is_array()) refreshes = nlohmann::json::array();
   refreshes.push_back(
       {{"command", command},
        {"finished_utc", now_utc()},
-       {"documents", counts},
-       {"embedding_positions", o.embedding_positions},
+       {"scores", scores},
        {"wall_seconds", std::chrono::duration<double>(Clock::now() - start).count()}});
   set.save(file);
   std::ofstream(o.out_dir / "provenance.json") << set.provenance.dump(2) << "\n";
@@ -443,8 +583,6 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
   auto adapted = copy_model(*base);
   const auto factors = ModelFactors::decompose(*base, SvdOptions{});
   experts.check_compatible(factors);
-  std::vector<std::vector<float>> prototypes;
-  for (const auto& c : experts.classes) prototypes.push_back(c.prototype);
   nlohmann::json domains = nlohmann::json::object();
   bool all_met = true;
   std::size_t id_correct = 0, id_total = 0;
@@ -454,8 +592,8 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
     std::size_t correct = 0;
     nlohmann::json confusion = nlohmann::json::object();
     for (const auto& doc : docs) {
-      const auto c = classify(task_embedding(*base, doc, o.embedding_positions), prototypes,
-                              o.temperature, o.center);
+      const auto c = experts.classify(task_embedding(*base, doc, o.embedding_positions),
+                                      o.temperature, o.center);
       const auto& got = experts.classes[c.index].name;
       confusion[got] = confusion.value(got, 0) + 1;
       if (got == cls.name) ++correct;
@@ -473,30 +611,38 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
     const bool bpb_met = !o.id_only && (cls.fewshot ? expert_bpb < base_bpb : ratio <= 0.98);
     const bool id_met = accuracy >= 0.95;
     all_met = all_met && bpb_met && id_met;
-    domains[cls.name] = {{"fewshot", cls.fewshot},
-                         {"documents", docs.size()},
-                         {"id_accuracy", accuracy},
-                         {"id_predictions", confusion},
-                         {"bits_per_byte_base", base_bpb},
-                         {"bits_per_byte_expert", expert_bpb},
-                         {"ratio", ratio},
-                         {"alpha", cls.alpha},
-                         {"target_bits_per_byte", cls.fewshot ? "< base" : "<= 0.98 x base"},
-                         {"target_bits_per_byte_met", bpb_met},
-                         {"target_id_met", id_met}};
+    domains[cls.name] = {
+        {"fewshot", cls.fewshot},
+        {"documents", docs.size()},
+        {"id_accuracy", accuracy},
+        {"id_predictions", confusion},
+        {"bits_per_byte_base", base_bpb},
+        {"bits_per_byte_expert", expert_bpb},
+        {"ratio", ratio},
+        {"alpha", cls.alpha},
+        {"identity_weight", 1.0 - std::accumulate(cls.alpha.begin(), cls.alpha.end(), 0.0)},
+        {"target_bits_per_byte", cls.fewshot ? "< base" : "<= 0.98 x base"},
+        {"target_bits_per_byte_met", bpb_met},
+        {"target_id_met", id_met}};
     progress << "t2 eval " << cls.name << ": id " << correct << "/" << docs.size() << ", bits/byte "
              << base_bpb << " -> " << expert_bpb << " (ratio " << ratio << ", "
              << std::chrono::duration<double>(Clock::now() - start).count() << " s)\n";
   }
-  return {{"split", o.split},
-          {"experts", o.experts.string()},
-          {"eval_bytes_per_domain", o.eval_bytes},
-          {"embedding_positions", o.embedding_positions},
-          {"centered_prototypes", o.center},
-          {"experts_domains", experts.domains},
-          {"id_accuracy_overall", id_total ? double(id_correct) / double(id_total) : 0.0},
-          {"domains", domains},
-          {"all_targets_met", all_met}};
+  return {
+      {"split", o.split},
+      {"experts", o.experts.string()},
+      {"eval_bytes_per_domain", o.eval_bytes},
+      {"embedding_positions", o.embedding_positions},
+      {"dispatch",
+       experts.has_multi_prototypes()
+           ? nlohmann::json{{"prototypes_per_class", experts.dispatch_prototypes.front().size()},
+                            {"whitened", !experts.dispatch_transform.whitening.empty()},
+                            {"centered", !experts.dispatch_transform.mean.empty()}}
+           : nlohmann::json{{"prototypes_per_class", 1}, {"centered_on_prototype_mean", o.center}}},
+      {"experts_domains", experts.domains},
+      {"id_accuracy_overall", id_total ? double(id_correct) / double(id_total) : 0.0},
+      {"domains", domains},
+      {"all_targets_met", all_met}};
 }
 
 }  // namespace neat::t2

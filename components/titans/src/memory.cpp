@@ -134,6 +134,112 @@ Tensor<T> l2_normalize(const Tensor<T>& x) {
   return nn::mul(x, nn::exp(nn::scale(nn::log(nn::add_scalar(sq, T(1e-6))), T(-0.5))));
 }
 
+// ---- Run-time path (nothing recorded): Eigen kernels over preallocated scratch ----
+
+template <typename T>
+using CMap = Eigen::Map<const RowMat<T>>;  // contiguous row-major (rows, cols)
+template <typename T>
+using MMap = Eigen::Map<RowMat<T>>;
+
+// Scratch slots of MemoryWorkspace::buffers. Activations and derivatives have one slot per
+// hidden layer (L_M <= 3: at most 2), gradients one per layer.
+enum Slot : std::size_t {
+  kQueryKey,  // (R, d): queries (first n rows, when reading) and keys (last n rows)
+  kValue,     // (n, d): values, then err = M(k) - v, then delta_L = 2 err
+  kOut,       // (R, d): M(q), M(k)
+  kAct0,      // (R, h) per hidden layer: silu(z_l)
+  kAct1,
+  kDer0,  // (n, h) per hidden layer: silu'(z_l) of the key rows
+  kDer1,
+  kDeltaA,  // (n, h): delta of a hidden layer (two, used alternately)
+  kDeltaB,
+  kScaled,  // (n, 3 out): [c_m * delta | c_s * delta | delta / n]
+  kGrad0,   // (in, 3 out) per layer: the three weighted gradients side by side
+  kGrad1,
+  kGrad2,
+  kRow,   // (1, max width): one row (new weights, the chunk mean of the latents)
+  kCoef,  // (n, 3): theta, c_m, c_s
+  kSlotCount
+};
+
+// Slot i of the workspace with room for at least size elements (allocated once, then reused).
+template <typename T>
+T* scratch(MemoryWorkspace<T>& ws, std::size_t i, std::int64_t size) {
+  if (ws.buffers.size() < kSlotCount) ws.buffers.resize(kSlotCount);
+  auto& b = ws.buffers[i];
+  if (!b.defined() || b.numel() < size) b = Tensor<T>::zeros({std::max<std::int64_t>(size, 1)});
+  return b.data();
+}
+
+// A tensor whose storage may be overwritten in place: no other handle, view or copy of a state
+// shares it, no graph needs it, and its elements are dense.
+template <typename T>
+bool sole_owner(const Tensor<T>& t) {
+  return t.defined() && !t.requires_grad() && t.is_contiguous() && t.node_ptr().use_count() == 1 &&
+         t.node()->storage.use_count() == 1;
+}
+
+// A contiguous row-major view of a parameter or weight (a copy only for a strided one, which
+// no caller of this file produces).
+template <typename T>
+Tensor<T> dense(const Tensor<T>& t) {
+  return t.is_contiguous() ? t : t.detach().clone();
+}
+
+template <typename T>
+CMap<T> cmap(const Tensor<T>& t) {
+  return CMap<T>(t.data(), t.size(0), t.dim() > 1 ? t.size(1) : 1);
+}
+
+template <typename T>
+T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// Row-wise x / sqrt(||x||^2 + 1e-6) in place (l2_normalize's numbers).
+template <typename T>
+void l2_normalize_rows(MMap<T> x) {
+  for (Eigen::Index r = 0; r < x.rows(); ++r)
+    x.row(r) *= T(1) / std::sqrt(x.row(r).squaredNorm() + T(1e-6));
+}
+
+// The memory MLP over rows R of `in` (R, d) with weights W: every layer's output in the slots
+// kAct0.. (hidden, after silu) and kOut (last); for the last `keys` rows of each hidden layer
+// silu'(z) goes to kDer0... Returns the kOut map.
+template <typename T>
+MMap<T> mlp_forward(MemoryWorkspace<T>& ws, const std::vector<Tensor<T>>& weights, const T* in,
+                    std::int64_t rows, std::int64_t keys) {
+  const std::size_t L = weights.size();
+  std::int64_t width = weights[0].size(0);
+  for (std::size_t l = 0; l < L; ++l) {
+    const auto W = cmap(weights[l]);
+    const std::int64_t out_w = W.cols();
+    T* o = scratch(ws, l + 1 == L ? kOut : kAct0 + l, rows * out_w);
+    MMap<T> O(o, rows, out_w);
+    O.noalias() = CMap<T>(in, rows, width) * W;
+    if (l + 1 < L) {
+      auto z = O.array();
+      if (keys > 0) {
+        // Key rows: silu(z) = z s and silu'(z) = s (1 + z (1 - s)) = s + silu(z) (1 - s) from
+        // one sigmoid s, without a temporary.
+        MMap<T> D(scratch(ws, kDer0 + l, keys * out_w), keys, out_w);
+        auto zk = z.bottomRows(keys);
+        auto d = D.array();
+        d = (T(1) + (-zk).exp()).inverse();
+        zk = zk * d;
+        d = d + zk * (T(1) - d);
+      }
+      if (rows > keys) {
+        auto zq = z.topRows(rows - keys);
+        zq = zq * (T(1) + (-zq).exp()).inverse();
+      }
+    }
+    in = o;
+    width = out_w;
+  }
+  return MMap<T>(scratch(ws, kOut, rows * width), rows, width);
+}
+
 void check_same(const Shape& a, const Shape& b, const char* what) {
   if (a != b) {
     throw std::invalid_argument(std::string("titans: ") + what + " has shape " +
@@ -502,6 +608,13 @@ template <typename T>
 void NeuralMemory<T>::write_chunk(MemoryState<T>& state, const Tensor<T>& x,
                                   const Tensor<T>* x_value, const WritePolicy& policy,
                                   std::vector<ChunkRecord>* records) const {
+  if (run_time(state, x) && (!x_value || !x_value->requires_grad())) {
+    check_same({x.dim() == 2 ? x.size(1) : -1}, {config_.input_dim}, "the latents' last axis");
+    const Tensor<T> xk = dense(x), xv = x_value ? dense(*x_value) : Tensor<T>();
+    write_chunk_run_time(state, xk.data(), x_value ? xv.data() : nullptr, x.size(0), nullptr,
+                         nullptr, policy, records);
+    return;
+  }
   Projection pr = project(x, /*with_query=*/false);
   if (x_value) pr.v = nn::matmul(*x_value, params_.w_v);
   ChunkRecord rec;
@@ -551,6 +664,7 @@ Tensor<T> NeuralMemory<T>::forward(MemoryState<T>& state, const Tensor<T>& x,
                                 ", expected (n, " + std::to_string(config_.input_dim) + ")");
   }
   const DenormalGuard denormals;
+  if (run_time(state, x)) return forward_run_time(state, x, policy, records);
   const std::int64_t n = x.size(0);
   if (state.pending_rows() >= config_.chunk) flush(state, policy, records);  // after set_chunk
   std::vector<Tensor<T>> outputs;
@@ -611,9 +725,256 @@ void NeuralMemory<T>::write_pairs(MemoryState<T>& state, const Tensor<T>& key_la
   write_chunk(state, key_latents, &value_latents, policy, records);
 }
 
+template <typename T>
+std::int64_t MemoryWorkspace<T>::bytes() const {
+  return tensor_bytes(buffers);
+}
+
+template <typename T>
+bool NeuralMemory<T>::run_time(const MemoryState<T>& state, const Tensor<T>& x) const {
+  if (!nn::grad_enabled()) return true;
+  if (x.defined() && x.requires_grad()) return false;
+  const std::vector<Tensor<T>> params = params_.all();
+  return unrecorded<T>({&params, &state.weights, &state.momentum});
+}
+
+// The run-time chunk write: the numbers of chunk_update_impl (and, with xq, of the readouts
+// memory_apply(M, q)) from Eigen products over the state's workspace, M and S updated in place
+// when the state owns them. Per layer l the three weighted gradients are one product
+// a_{l-1}^T [c_m delta_l | c_s delta_l | delta_l / n].
+template <typename T>
+void NeuralMemory<T>::write_chunk_run_time(MemoryState<T>& state, const T* xk, const T* xv,
+                                           std::int64_t n, const T* xq, T* y,
+                                           const WritePolicy& policy,
+                                           std::vector<ChunkRecord>* records) const {
+  const auto& c = config_;
+  const auto& p = params_;
+  const std::int64_t din = c.input_dim, d = c.dim;
+  const std::size_t L = state.weights.size();
+  if (L == 0 || state.momentum.size() != L) {
+    throw std::invalid_argument("titans: state has " + std::to_string(L) + " memory layers and " +
+                                std::to_string(state.momentum.size()) + " momentum layers");
+  }
+  for (std::size_t l = 0; l < L; ++l) {
+    check_same(state.weights[l].shape(), layer_shape<T>(c, l), "a memory layer of the state");
+    check_same(state.momentum[l].shape(), layer_shape<T>(c, l), "a momentum layer of the state");
+    if (!state.weights[l].is_contiguous()) state.weights[l] = dense(state.weights[l]);
+    if (!state.momentum[l].is_contiguous()) state.momentum[l] = dense(state.momentum[l]);
+  }
+  auto& ws = state.workspace;
+  const std::int64_t reads = xq ? n : 0, rows = reads + n;
+  ChunkRecord rec;
+  rec.report.step = state.step;
+  rec.report.patches = n;
+  double m2 = 0;
+  for (const auto& w : state.weights) m2 += static_cast<double>(cmap(w).squaredNorm());
+  rec.report.param_norm = std::sqrt(m2);
+
+  // Projections: queries (first `reads` rows) and keys (last n rows) in one buffer, so that
+  // retrieval and the write's forward pass share each layer's product.
+  const Tensor<T> w_k = dense(p.w_k), w_v = dense(p.w_v), w_q = dense(p.w_q);
+  MMap<T> QK(scratch(ws, kQueryKey, rows * d), rows, d);
+  const CMap<T> Xk(xk, n, din);
+  if (xq) QK.topRows(reads).noalias() = CMap<T>(xq, n, din) * cmap(w_q);
+  QK.bottomRows(n).noalias() = Xk * cmap(w_k);
+  if (c.l2_norm) l2_normalize_rows<T>(QK);
+  MMap<T> E(scratch(ws, kValue, n * d), n, d);
+  E.noalias() = CMap<T>(xv ? xv : xk, n, din) * cmap(w_v);
+
+  const MMap<T> out = mlp_forward(ws, state.weights, QK.data(), rows, n);
+  if (y) MMap<T>(y, reads, d) = out.topRows(reads);
+  // err = M(k) - v, l_t = ||err_t||^2 (eq. 12), delta_L = 2 err.
+  E = out.bottomRows(n) - E;
+  double loss = 0;
+  for (std::int64_t t = 0; t < n; ++t) loss += static_cast<double>(E.row(t).squaredNorm());
+  E *= T(2);
+
+  // Gates (theta per patch, eta and alpha from the chunk mean) and the coefficient columns.
+  MMap<T> coef(scratch(ws, kCoef, n * 3), n, 3);
+  const Tensor<T> theta_w = dense(p.theta_w), eta_w = dense(p.eta_w), alpha_w = dense(p.alpha_w);
+  coef.col(0).noalias() = Xk * cmap(theta_w).col(0);
+  const T theta_b = p.theta_b.item(), tmax = static_cast<T>(c.theta_max);
+  for (std::int64_t t = 0; t < n; ++t) coef(t, 0) = tmax * sigmoid(coef(t, 0) + theta_b);
+  T xm_eta = 0, xm_alpha = 0;
+  {
+    // Chunk mean of the latents (row sums, vectorised), then its two gate logits.
+    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> xm(scratch(ws, kRow, din), din);
+    xm = Xk.colwise().sum() * (T(1) / static_cast<T>(n));
+    xm_eta = xm.dot(cmap(eta_w).col(0).transpose());
+    xm_alpha = xm.dot(cmap(alpha_w).col(0).transpose());
+  }
+  const T eta = static_cast<T>(c.eta_max) * sigmoid(xm_eta + p.eta_b.item());
+  const T beta = T(1) - static_cast<T>(c.alpha_max) * sigmoid(xm_alpha + p.alpha_b.item());
+  // p_m = eta^m, b_m = beta^m, h_m = beta h_{m-1} + p_m; row s weighs index n - 1 - s.
+  T pn = 1, bn = 1, hn = 1;
+  {
+    std::vector<T> pv(static_cast<std::size_t>(n) + 1), hv(pv.size());
+    pv[0] = hv[0] = 1;
+    for (std::int64_t m = 1; m <= n; ++m) {
+      const auto i = static_cast<std::size_t>(m);
+      pv[i] = pv[i - 1] * eta;
+      bn *= beta;
+      hv[i] = beta * hv[i - 1] + pv[i];
+    }
+    pn = pv.back();
+    hn = hv.back();
+    for (std::int64_t t = 0; t < n; ++t) {
+      const auto i = static_cast<std::size_t>(n - 1 - t);
+      coef(t, 1) = coef(t, 0) * pv[i];  // c_s
+      coef(t, 0) = coef(t, 0) * hv[i];  // c_m
+    }
+  }
+  const T mean_c = T(1) / static_cast<T>(n);
+
+  // Backward through the layers: G_l = a_{l-1}^T [c_m delta | c_s delta | delta / n].
+  // Layer l's gradients: slot kGrad0 + l, (rows of W_l, 3 x its columns).
+  auto grad_map = [&](std::size_t l) {
+    const auto& w = state.weights[l];
+    return MMap<T>(ws.buffers[kGrad0 + l].data(), w.size(0), 3 * w.size(1));
+  };
+  const T* delta = E.data();
+  std::int64_t dw = d;
+  for (std::size_t l = L; l-- > 0;) {
+    const auto W = cmap(state.weights[l]);
+    const std::int64_t in_w = W.rows();
+    const CMap<T> D(delta, n, dw);
+    MMap<T> S3(scratch(ws, kScaled, n * 3 * dw), n, 3 * dw);
+    S3.leftCols(dw).noalias() = coef.col(0).asDiagonal() * D;
+    S3.middleCols(dw, dw).noalias() = coef.col(1).asDiagonal() * D;
+    S3.rightCols(dw) = mean_c * D;
+    const T* a_in =
+        l == 0 ? QK.data() + reads * d : ws.buffers[kAct0 + l - 1].data() + reads * in_w;
+    MMap<T>(scratch(ws, kGrad0 + l, in_w * 3 * dw), in_w, 3 * dw).noalias() =
+        CMap<T>(a_in, n, in_w).transpose() * S3;
+    if (l > 0) {
+      T* next = scratch(ws, (L - l) % 2 == 1 ? kDeltaA : kDeltaB, n * in_w);
+      MMap<T> Dn(next, n, in_w);
+      Dn.noalias() = D * W.transpose();
+      Dn.array() *= CMap<T>(ws.buffers[kDer0 + l - 1].data(), n, in_w).array();
+      delta = next;
+      dw = in_w;
+    }
+  }
+  // One pass over each layer's gradients: the norms of the write (direction) and of the mean
+  // gradient (surprise), the cosine with the previous chunk's mean gradient, and this chunk's
+  // mean gradient stored as the previous one (in place when the state owns it).
+  bool same_layers = state.previous_gradient.size() == L;
+  for (std::size_t l = 0; same_layers && l < L; ++l) {
+    same_layers = state.previous_gradient[l].defined() &&
+                  state.previous_gradient[l].shape() == state.weights[l].shape();
+  }
+  if (!same_layers) state.previous_gradient.assign(L, Tensor<T>());
+  double s2 = 0, d2 = 0, ab = 0, b2 = 0;
+  for (std::size_t l = 0; l < L; ++l) {
+    const auto g = grad_map(l);
+    const std::int64_t r = g.rows(), ow = g.cols() / 3;
+    auto& prev = state.previous_gradient[l];
+    if (same_layers && !prev.is_contiguous()) prev = dense(prev);
+    // The previous gradient's data stays alive through `keep` when prev is replaced.
+    Tensor<T> keep;
+    const T* old = same_layers ? prev.data() : nullptr;
+    if (!same_layers || !sole_owner(prev)) {
+      keep = prev;
+      prev = Tensor<T>::zeros(state.weights[l].shape());
+    }
+    MMap<T> dst(prev.data(), r, ow);
+    for (std::int64_t i = 0; i < r; ++i) {
+      const auto gm = g.row(i).head(ow);
+      const auto mean = g.row(i).tail(ow);
+      d2 += static_cast<double>(gm.squaredNorm());
+      s2 += static_cast<double>(mean.squaredNorm());
+      if (same_layers) {
+        const auto before =
+            CMap<T>(old, r, ow).row(i);  // read before dst (maybe the same) is written
+        ab += static_cast<double>(mean.dot(before));
+        b2 += static_cast<double>(before.squaredNorm());
+      }
+      dst.row(i) = mean;
+    }
+  }
+  rec.report.loss = loss / static_cast<double>(n);
+  rec.report.surprise = std::sqrt(s2);
+  rec.report.direction_norm = std::sqrt(d2);
+  if (same_layers) rec.report.grad_cosine = s2 > 0 && b2 > 0 ? ab / std::sqrt(s2 * b2) : 1.0;
+  rec.theta_scale = policy ? policy(rec.report) : 1.0;
+  if (!std::isfinite(rec.theta_scale) || rec.theta_scale < 0) {
+    throw std::invalid_argument("titans: write policy returned " + std::to_string(rec.theta_scale) +
+                                ", expected a factor >= 0");
+  }
+  if (rec.theta_scale != 0.0) {
+    // M_n = b_n M_0 + (h_n - b_n) S_0 - f G_M and S_n = p_n S_0 - f G_S, row by row, in place
+    // when the state owns M and S.
+    const T carry = hn - bn, f = static_cast<T>(rec.theta_scale);
+    double u2 = 0;
+    for (std::size_t l = 0; l < L; ++l) {
+      Tensor<T>& w = state.weights[l];
+      Tensor<T>& mom = state.momentum[l];
+      const std::int64_t r = w.size(0), cw = w.size(1);
+      Tensor<T> w_new = sole_owner(w) ? w : Tensor<T>::zeros(w.shape());
+      Tensor<T> s_new = sole_owner(mom) ? mom : Tensor<T>::zeros(mom.shape());
+      const CMap<T> W0(w.data(), r, cw), S0(mom.data(), r, cw);
+      MMap<T> W1(w_new.data(), r, cw), S1(s_new.data(), r, cw);
+      const auto g = grad_map(l);
+      const auto GM = g.leftCols(cw), GS = g.middleCols(cw, cw);
+      Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> row(scratch(ws, kRow, cw), cw);
+      for (std::int64_t i = 0; i < r; ++i) {
+        row = bn * W0.row(i) + carry * S0.row(i) - f * GM.row(i);
+        u2 += static_cast<double>((row - W0.row(i)).squaredNorm());
+        W1.row(i) = row;
+        S1.row(i) = pn * S0.row(i) - f * GS.row(i);
+      }
+      w = w_new;
+      mom = s_new;
+    }
+    rec.update_norm = std::sqrt(u2);
+    ++state.step;
+  }
+  if (records) records->push_back(rec);
+}
+
+template <typename T>
+void NeuralMemory<T>::read_run_time(MemoryState<T>& state, const T* xq, std::int64_t n,
+                                    T* y) const {
+  auto& ws = state.workspace;
+  const std::int64_t d = config_.dim;
+  for (std::size_t l = 0; l < state.weights.size(); ++l)
+    if (!state.weights[l].is_contiguous()) state.weights[l] = dense(state.weights[l]);
+  const Tensor<T> w_q = dense(params_.w_q);
+  MMap<T> Q(scratch(ws, kQueryKey, n * d), n, d);
+  Q.noalias() = CMap<T>(xq, n, config_.input_dim) * cmap(w_q);
+  if (config_.l2_norm) l2_normalize_rows<T>(Q);
+  MMap<T>(y, n, d) = mlp_forward(ws, state.weights, Q.data(), n, 0);
+}
+
+template <typename T>
+Tensor<T> NeuralMemory<T>::forward_run_time(MemoryState<T>& state, const Tensor<T>& x_in,
+                                            const WritePolicy& policy,
+                                            std::vector<ChunkRecord>* records) const {
+  const Tensor<T> x = dense(x_in);
+  const std::int64_t n = x.size(0), din = config_.input_dim, d = config_.dim;
+  Tensor<T> y = Tensor<T>::zeros({n, d});
+  if (state.pending_rows() >= config_.chunk) flush(state, policy, records);  // after set_chunk
+  for (std::int64_t i = 0; i < n;) {
+    const std::int64_t take = std::min(config_.chunk - state.pending_rows(), n - i);
+    const T* xs = x.data() + i * din;
+    if (state.pending_rows() == 0 && take == config_.chunk) {
+      // A whole chunk of this call: read and written from the same products, nothing pending.
+      write_chunk_run_time(state, xs, nullptr, take, xs, y.data() + i * d, policy, records);
+    } else {
+      read_run_time(state, xs, take, y.data() + i * d);  // weights at the chunk start
+      const Tensor<T> piece = nn::slice(x, 0, i, i + take);
+      state.pending = state.pending.defined() ? nn::concat<T>({state.pending, piece}, 0) : piece;
+      if (state.pending_rows() == config_.chunk) flush(state, policy, records);
+    }
+    i += take;
+  }
+  return y;
+}
+
 #define NEAT_TITANS_INSTANTIATE(T)                                                       \
   template struct MemoryParams<T>;                                                       \
   template struct MemoryState<T>;                                                        \
+  template struct MemoryWorkspace<T>;                                                    \
   template class NeuralMemory<T>;                                                        \
   template Tensor<T> memory_apply(const std::vector<Tensor<T>>&, const Tensor<T>&);      \
   template Tensor<T> associative_loss(const std::vector<Tensor<T>>&, const Tensor<T>&,   \

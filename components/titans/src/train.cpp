@@ -62,6 +62,9 @@ config::Schema TitansTrainOptions::schema() {
       .optional("corpus", Schema::string().default_value("data/corpus"), "prepared corpus")
       .optional("domains", Schema::list(Schema::string(), 1), "train domains")
       .optional("out_dir", Schema::string().default_value("models/titans"), "output directory")
+      .optional("init", Schema::string(),
+                "warm start from this MAG checkpoint (memory parameters and injection; shapes "
+                "must match)")
       .optional("layer", Schema::integer(0, 64).default_value("2"),
                 "MAG injection after this block")
       .optional("patch_threshold", Schema::number(0, 100).default_value("1.335442066192627"),
@@ -79,6 +82,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
   if (root["corpus"]) o.corpus = root["corpus"].as<std::string>();
   if (root["domains"]) o.domains = root["domains"].as<std::vector<std::string>>();
   if (root["out_dir"]) o.out_dir = root["out_dir"].as<std::string>();
+  if (root["init"]) o.init_model = root["init"].as<std::string>();
   if (root["layer"]) o.layer = root["layer"].as<std::int64_t>();
   if (root["patch_threshold"]) o.patch_threshold = root["patch_threshold"].as<double>();
   if (const auto m = root["memory"]) {
@@ -142,8 +146,45 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
   MagModel model;
   model.memory_config = mc;
   model.patcher = global_patcher(o.patch_threshold);
-  model.memory = std::make_unique<NeuralMemory<float>>(mc);
-  model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim}, o.seed + 1);
+  if (o.init_model.empty()) {
+    model.memory = std::make_unique<NeuralMemory<float>>(mc);
+    model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim}, o.seed + 1);
+  } else {
+    // Warm start: parameters from the checkpoint (shapes checked by NeuralMemory against this
+    // config), trainable again; gate maxima and chunk from this config.
+    MagModel init = load_mag_model(o.init_model);
+    const auto& ic = init.injection.config;
+    if (ic.layer != o.layer || ic.model_dim != lc.dim || ic.memory_dim != mc.dim) {
+      throw std::invalid_argument(
+          "titans train: init " + o.init_model.string() + " injects after block " +
+          std::to_string(ic.layer) + " with widths " + std::to_string(ic.model_dim) + "/" +
+          std::to_string(ic.memory_dim) + ", the config asks for block " + std::to_string(o.layer) +
+          " with " + std::to_string(lc.dim) + "/" + std::to_string(mc.dim));
+    }
+    const MemoryParams<float>& p = init.memory->params();
+    MemoryParams<float> fresh;
+    auto leaf = [](const Tensor<float>& t) {
+      Tensor<float> c = t.detach().clone();
+      c.set_requires_grad(true);
+      return c;
+    };
+    fresh.w_k = leaf(p.w_k);
+    fresh.w_v = leaf(p.w_v);
+    fresh.w_q = leaf(p.w_q);
+    fresh.theta_w = leaf(p.theta_w);
+    fresh.theta_b = leaf(p.theta_b);
+    fresh.eta_w = leaf(p.eta_w);
+    fresh.eta_b = leaf(p.eta_b);
+    fresh.alpha_w = leaf(p.alpha_w);
+    fresh.alpha_b = leaf(p.alpha_b);
+    for (const auto& w : p.m0) fresh.m0.push_back(leaf(w));
+    if (p.persistent.defined()) fresh.persistent = leaf(p.persistent);
+    model.memory = std::make_unique<NeuralMemory<float>>(mc, std::move(fresh));
+    model.injection = init.injection;
+    for (auto* t : {&model.injection.w_o, &model.injection.w_g, &model.injection.b_g})
+      *t = leaf(*t);
+    progress << "titans train: warm start from " << o.init_model.string() << "\n";
+  }
 
   const auto manifest = data::load_manifest(o.corpus);
   const std::uint64_t seq_bytes = static_cast<std::uint64_t>(o.windows * lc.max_seq_len);

@@ -1,7 +1,9 @@
 // Transformer² dispatch (Sun et al. 2025, §3.2): (a) classification of a task embedding by
 // cosine similarity to per-domain prototypes, with a confidence; (b) few-shot adaptation by the
 // cross-entropy method (CEM, Rubinstein 1999; the paper's §3.2 "few-shot adaptation") over the
-// mixture weights α of the experts.
+// mixture weights α of the experts, optionally with the identity z = 1 (the base LM) as one more
+// component. Several prototypes per class (k-means centroids of the class's train embeddings)
+// and a centring / whitening transform of the embeddings learned on the train split.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +35,48 @@ Classification classify(const std::vector<float>& embedding,
                         const std::vector<std::vector<float>>& prototypes, double temperature,
                         bool center = false);
 
+/// Nearest-prototype cosine classification with several prototypes per class:
+/// cos_c = max_j cos(e, p_{c,j}); class = argmax_c cos_c (the class of the most similar
+/// prototype); confidence = softmax(cos / temperature) at the arg-max, margin and probabilities
+/// as classify(), all per class. No centring here: apply an EmbeddingTransform first. Throws
+/// std::invalid_argument when there is no class, a class has no prototype, the temperature is
+/// not positive, a length differs, or the embedding holds a non-finite value.
+Classification classify_nearest(const std::vector<float>& embedding,
+                                const std::vector<std::vector<std::vector<float>>>& prototypes,
+                                double temperature);
+
+/// Affine map of task embeddings, x' = W (x − μ), learned on train embeddings only.
+/// `mean` empty: no centring; `whitening` empty: W = I, else row-major [dim, dim].
+struct EmbeddingTransform {
+  std::vector<float> mean;
+  std::vector<float> whitening;
+  bool empty() const { return mean.empty() && whitening.empty(); }
+  /// Throws std::invalid_argument on a length mismatch.
+  std::vector<float> apply(const std::vector<float>& x) const;
+};
+
+/// How fit_embedding_transform() maps embeddings: `center` subtracts the train mean μ;
+/// `whiten` (ZCA) also multiplies by W = V diag(1/sqrt(λ + ε·mean(λ))) Vᵀ from the eigen
+/// decomposition Σ = V diag(λ) Vᵀ of the pooled within-class covariance of the train embeddings
+/// (LDA-style whitening; ε = shrinkage > 0 keeps W finite for a rank-deficient Σ).
+enum class EmbeddingNormalisation { center, whiten };
+
+/// Fits the transform on train embeddings grouped by class ([classes][documents][dim]).
+/// Throws std::invalid_argument when there are no embeddings, lengths differ, or shrinkage <= 0
+/// for `whiten`.
+EmbeddingTransform fit_embedding_transform(
+    const std::vector<std::vector<std::vector<float>>>& embeddings_by_class,
+    EmbeddingNormalisation normalisation, double shrinkage = 0.1);
+
+/// k-means (Lloyd, k-means++ seeding, Arthur & Vassilvitskii 2007) of `points` ([n][dim]) under
+/// the squared Euclidean distance after L2-normalising each point (spherical k-means, so that
+/// the centroids suit cosine classification). Returns min(k, n) centroids, [k][dim]. Stops after
+/// `iterations` or when no assignment changes. Throws std::invalid_argument for no point, k < 1
+/// or differing lengths.
+std::vector<std::vector<float>> kmeans_centroids(const std::vector<std::vector<float>>& points,
+                                                 std::size_t k, std::int64_t iterations = 50,
+                                                 std::uint64_t seed = 1);
+
 /// Settings of the CEM search (defaults as the reference implementation: 32, 0.2, 50).
 struct CemOptions {
   std::int64_t population = 32;  ///< samples per iteration
@@ -41,11 +85,18 @@ struct CemOptions {
   double initial_std = 0.5;  ///< std of the initial Gaussian over θ (mean: uniform α)
   double min_std = 1e-3;     ///< floor of the std, so that the search never freezes
   std::uint64_t seed = 1;
+  /// Also weigh the identity z = 1 ("no adaptation") as component 0 of the mixture:
+  /// z' = α_0·1 + Σ_k α_k z_k. The search then runs over experts + 1 weights, the very first
+  /// sample is α_0 = 1 (the base model), so that the best score is never below the base's;
+  /// the objective and the result see only the expert weights α_1..α_K (sum 1 − α_0), which
+  /// ExpertSet::mix() completes with the identity.
+  bool identity_component = false;
 };
 
 struct CemResult {
-  std::vector<double> alpha;  ///< best α found (non-negative, sums to 1)
-  double best_score = 0.0;    ///< objective at alpha
+  std::vector<double> alpha;   ///< best expert weights (non-negative, sum 1 − identity_weight)
+  double identity_weight = 0;  ///< α_0 of the identity component (0 without it)
+  double best_score = 0.0;     ///< objective at alpha
   std::vector<double> best_per_iteration;
   std::int64_t evaluations = 0;
 };
@@ -56,8 +107,10 @@ std::vector<double> alpha_from_theta(const std::vector<double>& theta);
 
 /// Maximises objective(α) over α = alpha_from_theta(θ), θ ~ N(μ, diag(s²)) refitted each
 /// iteration to the elite samples (the top ceil(elite_ratio x population)). `experts` = length
-/// of α. Throws std::invalid_argument for experts == 0 or options out of range; an objective
-/// that returns NaN for a sample counts as -inf for it.
+/// of α. With options.identity_component, θ has experts + 1 entries, θ_0 weighs z = 1, and the
+/// objective receives α_1..α_K only (see CemOptions::identity_component). Throws
+/// std::invalid_argument for experts == 0 or options out of range; an objective that returns NaN
+/// for a sample counts as -inf for it.
 CemResult cem_search(std::size_t experts,
                      const std::function<double(const std::vector<double>&)>& objective,
                      const CemOptions& options = {});

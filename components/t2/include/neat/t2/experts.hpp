@@ -1,7 +1,9 @@
 // Transformer² experts over the byte LM (Sun et al. 2025, §3.1–3.2): the SVD factors of every
 // MLP matrix of a TransformerLM, the per-domain expert vectors z (one per matrix), the
-// prototypes of the task embeddings, the mixture z' = Σ_k α_k z_k, an LRU + TTL cache of the
-// composed weights keyed by α, and the function that applies an Adaptation to a model copy.
+// prototypes of the task embeddings (one mean and k k-means prototypes per class, with the
+// train-split embedding transform), the mixture z' = α_0·1 + Σ_k α_k z_k, an LRU + TTL cache
+// of the composed weights keyed by α, and the function that applies an Adaptation to a model
+// copy.
 // Invariant: an ExpertSet's z vectors have exactly the ranks of the ModelFactors it was trained
 // on (checked when loading against a model and when composing).
 #pragma once
@@ -21,6 +23,7 @@
 
 #include "neat/blt/messages.hpp"
 #include "neat/nn/modules.hpp"
+#include "neat/t2/dispatch.hpp"
 #include "neat/t2/svf.hpp"
 
 namespace neat::t2 {
@@ -44,28 +47,47 @@ using ExpertVector = std::vector<std::vector<float>>;
 ExpertVector identity_expert(const ModelFactors& factors);
 
 /// A class the dispatcher can choose: an expert domain (α one-hot) or a few-shot domain
-/// (α from CEM over the experts), with its prototype task embedding.
+/// (α from CEM over the experts), with its prototype task embeddings.
 struct DispatchClass {
   std::string name;
   bool fewshot = false;
-  std::vector<double> alpha;     ///< one per expert domain
-  std::vector<float> prototype;  ///< mean task embedding, [dim]
+  /// One per expert domain; Σ α ≤ 1, the rest 1 − Σ α weighs the identity z = 1 (see mix()).
+  std::vector<double> alpha;
+  std::vector<float> prototype;  ///< mean raw task embedding, [dim]
 };
 
 /// The trained experts (`neat train t2`), stored as an nn checkpoint (msgpack + CRC-32):
 /// tensors "z.<domain>.<matrix>" (f32, [rank]), "prototype.<class>" (f32, [dim]),
-/// "alpha.<class>" (f32, [experts]); the config block is JSON with domains, classes, matrices,
-/// ranks and the provenance.
+/// "alpha.<class>" (f32, [experts]); since version 2 also "prototypes.<class>" (f32, [k, dim]),
+/// "dispatch.mean" (f32, [dim]) and "dispatch.whitening" (f32, [dim, dim], optional); the config
+/// block is JSON with domains, classes, matrices, ranks, the dispatch settings and the
+/// provenance. Version 1 files (one prototype per class) still load.
 struct ExpertSet {
   std::vector<std::string> matrices;
   std::vector<std::int64_t> ranks;
   std::vector<std::string> domains;    ///< expert domains, in α order
   std::vector<ExpertVector> experts;   ///< one per domain
   std::vector<DispatchClass> classes;  ///< experts first, then few-shot domains
+  /// Embedding transform of the multi-prototype dispatch (learned on the train split).
+  EmbeddingTransform dispatch_transform;
+  /// Per class (same order as `classes`): k-means centroids of its train embeddings after
+  /// dispatch_transform, [classes][k][dim]; empty in files written before multi-prototype
+  /// dispatch (version 1).
+  std::vector<std::vector<std::vector<float>>> dispatch_prototypes;
   nlohmann::json provenance = nlohmann::json::object();
 
-  /// z' = Σ_k α_k z_k (Sun et al. §3.2). Throws std::invalid_argument if α has the wrong length.
+  /// z' = α_0·1 + Σ_k α_k z_k with α_0 = 1 − Σ_k α_k (Sun et al. §3.2, with the identity
+  /// "no adaptation" as one more component; α summing to 1 is the paper's mixture). Throws
+  /// std::invalid_argument if α has the wrong length.
   ExpertVector mix(const std::vector<double>& alpha) const;
+  /// True when every class has its multi-prototypes (version 2 dispatch).
+  bool has_multi_prototypes() const;
+  /// Pass-1 decision for a task embedding ([dim]), indices into `classes`. With
+  /// multi-prototypes: classify_nearest(dispatch_transform(e), prototypes of each class);
+  /// otherwise classify(e, prototype of each class, temperature, center) as before. Throws
+  /// std::invalid_argument on a length mismatch, a non-finite value or no class.
+  Classification classify(const std::vector<float>& embedding, double temperature,
+                          bool center = true) const;
   /// Index of an expert domain; throws std::out_of_range naming the known ones.
   std::size_t domain_index(const std::string& domain) const;
   /// Throws std::invalid_argument when the ranks or matrix names differ from `factors`.
@@ -134,9 +156,10 @@ std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<flo
 void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
                    nn::TransformerLM<float>& target);
 /// Pass 2 for one document: α of `adaptation` (over adaptation.domains, matched by name to the
-/// expert set) → z' → W' for every MLP matrix through `cache` → written into `target` (a copy of
-/// the base model that the caller owns, e.g. from copy_model). Returns the weights used.
-/// Throws std::invalid_argument for an unknown domain or a mismatch of lengths.
+/// expert set) → z' = (1 − Σ α)·1 + Σ α_k z_k (mix()) → W' for every MLP matrix through `cache` →
+/// written into `target` (a copy of the base model that the caller owns, e.g. from copy_model).
+/// Returns the weights used. Throws std::invalid_argument for an unknown domain or a mismatch of
+/// lengths.
 std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& adaptation,
                                                         const ExpertSet& experts,
                                                         const ModelFactors& factors,

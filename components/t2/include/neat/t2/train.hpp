@@ -15,6 +15,7 @@
 
 #include "neat/config/schema.hpp"
 #include "neat/t2/dispatch.hpp"
+#include "neat/t2/experts.hpp"
 #include "neat/t2/svf.hpp"
 
 namespace neat::t2 {
@@ -27,16 +28,21 @@ struct T2TrainOptions {
   std::vector<std::string> fewshot_domains = {"es"};  ///< CEM mixtures of the experts
   std::int64_t fewshot_documents = 5;                 ///< k train documents of a few-shot domain
   std::uint64_t fewshot_bytes = 512;  ///< bytes of each few-shot document scored by CEM
-  CemOptions cem;                     ///< population, elite ratio, iterations
-  SvdOptions svd;                     ///< decomposition (experts need energy_fraction 1)
+  CemOptions cem;  ///< population, elite ratio, iterations, identity component (default on)
+  T2TrainOptions() { cem.identity_component = true; }
+  SvdOptions svd;  ///< decomposition (experts need energy_fraction 1)
   std::int64_t steps = 150, batch = 8, seq_len = 128;
   double lr = 5e-3, min_lr = 5e-4, weight_decay = 0.0, clip = 1.0;
   std::int64_t warmup = 10;
   double kl_coefficient = 0.05;            ///< λ of L = CE + λ KL(adapted ‖ base)
   std::int64_t embedding_positions = 256;  ///< N: BOS + first N − 1 bytes
   std::int64_t prototype_documents = 32;   ///< train documents per prototype (0: all)
-  double temperature = 0.02;               ///< softmax temperature of the dispatch confidence
-  std::uint64_t eval_bytes = 16384;        ///< validation bytes per domain for the gain
+  /// k-means prototypes per class tried by the dispatch fit (chosen on the validation split).
+  std::vector<std::int64_t> prototypes_per_class = {1, 2, 4, 8};
+  /// Shrinkage ε of the within-class whitening tried next to centring only.
+  std::vector<double> whitening_shrinkage = {0.01, 0.1, 1.0};
+  double temperature = 0.02;         ///< softmax temperature of the dispatch confidence
+  std::uint64_t eval_bytes = 16384;  ///< validation bytes per domain for the gain
   std::uint64_t seed = 1;
   int threads = 1;
   std::filesystem::path out_dir = "models/t2";
@@ -54,13 +60,34 @@ struct T2TrainOptions {
 nlohmann::json train_experts(const T2TrainOptions& options, std::ostream& progress,
                              const std::string& command, const std::string& config_text);
 
-/// Recomputes the prototypes of out_dir/experts.ckpt (expert domains: first
-/// prototype_documents train documents, 0 = all; few-shot domains: their k few-shot documents)
-/// with the options' embedding settings, keeping z and α; records the refresh (command, time,
-/// documents per class) in the provenance and rewrites experts.ckpt and provenance.json.
-/// Returns the provenance.
+/// Recomputes the dispatch of out_dir/experts.ckpt, keeping z and α: the mean prototype of each
+/// class and the multi-prototype dispatch (fit_dispatch()) from the train embeddings (expert
+/// domains: first prototype_documents train documents, 0 = all; few-shot domains: their k
+/// few-shot documents); records the refresh (command, time, documents per class, the validation
+/// grid) in the provenance and rewrites experts.ckpt and provenance.json. Returns the provenance.
 nlohmann::json refresh_prototypes(const T2TrainOptions& options, std::ostream& progress,
                                   const std::string& command);
+
+/// Recomputes the CEM mixture α of every few-shot class of out_dir/experts.ckpt (z and the
+/// prototypes unchanged) with the options' CEM settings (identity component included unless
+/// disabled); records it in the provenance ("fewshot_refreshes") and rewrites experts.ckpt and
+/// provenance.json. Returns the provenance.
+nlohmann::json refresh_fewshot(const T2TrainOptions& options, std::ostream& progress,
+                               const std::string& command);
+
+/// Task embeddings of documents by class: [classes][documents][dim] (see task_embedding()).
+using ClassEmbeddings = std::vector<std::vector<std::vector<float>>>;
+
+/// Multi-prototype dispatch fit: for every normalisation (centring; within-class whitening for
+/// each shrinkage in `shrinkages`) and every k in `ks`, the transform and the k-means centroids
+/// of each class are fitted on `train` only, and the validation accuracy of classify_nearest()
+/// on `val` is measured; the setting with the best overall validation accuracy (ties: the best
+/// worst-class accuracy, then the earlier, simpler setting) is written into set.dispatch_transform
+/// and the classes' prototypes. `train` and `val` are indexed like set.classes. Returns the grid
+/// and the choice as JSON. Throws std::invalid_argument on empty inputs or mismatched classes.
+nlohmann::json fit_dispatch(ExpertSet& set, const ClassEmbeddings& train,
+                            const ClassEmbeddings& val, const std::vector<std::int64_t>& ks,
+                            const std::vector<double>& shrinkages, std::uint64_t seed);
 
 struct T2EvalOptions {
   std::filesystem::path experts = "models/t2/experts.ckpt";

@@ -63,8 +63,33 @@ struct MemoryParams {
   std::vector<nn::Tensor<T>> all() const;
 };
 
+/// Scratch buffers of the run-time path (nothing recorded): the projections, activations,
+/// deltas and weighted gradients of a chunk, reused from chunk to chunk so that a warm stream
+/// allocates only its readouts. They are nn tensors (counted under the MemoryTag active when
+/// they were first needed). Contents never carry meaning between calls; a copy starts empty, so
+/// a copied state (snapshot) never shares scratch with the original.
+template <typename T>
+struct MemoryWorkspace {
+  MemoryWorkspace() = default;
+  MemoryWorkspace(const MemoryWorkspace&) {}
+  MemoryWorkspace& operator=(const MemoryWorkspace&) {
+    buffers.clear();
+    return *this;
+  }
+  MemoryWorkspace(MemoryWorkspace&&) noexcept = default;
+  MemoryWorkspace& operator=(MemoryWorkspace&&) noexcept = default;
+  ~MemoryWorkspace() = default;
+  std::vector<nn::Tensor<T>> buffers;
+  /// Bytes held by the buffers.
+  std::int64_t bytes() const;
+};
+
 /// Memory state carried along a stream: M (weights), S (momentum, "surprise"), the patch
 /// latents of the open (not yet written) chunk, the update step and the document.
+/// At run time (no graph) NeuralMemory overwrites M, S and previous_gradient in place when the
+/// state is their only owner (no copy of the state or of a tensor shares their storage), and
+/// writes new tensors otherwise (copy on write): a copy of the state taken earlier never
+/// changes.
 template <typename T>
 struct MemoryState {
   std::vector<nn::Tensor<T>> weights;   ///< M_t, one tensor per layer
@@ -73,8 +98,10 @@ struct MemoryState {
   std::int64_t step = 0;                ///< chunk updates applied
   std::uint64_t document = 0;
   std::vector<nn::Tensor<T>> previous_gradient;  ///< last chunk's mean gradient (for cosines)
+  MemoryWorkspace<T> workspace;                  ///< run-time scratch (not part of the state)
   std::int64_t pending_rows() const { return pending.defined() ? pending.size(0) : 0; }
-  /// Bytes of M, S, the previous chunk's gradient and the pending latents.
+  /// Bytes of M, S, the previous chunk's gradient and the pending latents (the workspace is
+  /// working memory, counted by chunk_working_bytes, not state).
   std::int64_t bytes() const;
 };
 
@@ -187,7 +214,10 @@ class NeuralMemory {
   /// Streams patches x (n, d_in) through the memory: each patch's readout y = M*(q) (no
   /// update) uses the weights at the start of its chunk; whenever C patches are pending they
   /// are written with chunk_update (theta scaled by the policy's factor, or skipped). Returns
-  /// the readout (n, d). Appends one record per chunk to records when non-null.
+  /// the readout (n, d). Appends one record per chunk to records when non-null. When nothing
+  /// is recorded (NoGradGuard, or nothing requires a gradient) the same numbers come from the
+  /// run-time path (Eigen kernels over state.workspace, M and S updated in place when the
+  /// state owns them); otherwise every step is a recorded nn op.
   nn::Tensor<T> forward(MemoryState<T>& state, const nn::Tensor<T>& x,
                         const WritePolicy& policy = {},
                         std::vector<ChunkRecord>* records = nullptr) const;
@@ -213,6 +243,19 @@ class NeuralMemory {
   // Values from *x_value when given, else from x (keys, values and gates from one latent).
   void write_chunk(MemoryState<T>& state, const nn::Tensor<T>& x, const nn::Tensor<T>* x_value,
                    const WritePolicy& policy, std::vector<ChunkRecord>* records) const;
+  // True when nothing of a computation on the state, the parameters and x would be recorded.
+  bool run_time(const MemoryState<T>& state, const nn::Tensor<T>& x) const;
+  // Run-time forms (memory.cpp): the same numbers from Eigen kernels over the state's
+  // workspace. Latents are contiguous row-major (n, d_in); xv null: values from xk; xq non-null:
+  // the readouts y (n, d) of queries xq are computed in the same products as the keys (both
+  // read the chunk-start weights).
+  nn::Tensor<T> forward_run_time(MemoryState<T>& state, const nn::Tensor<T>& x,
+                                 const WritePolicy& policy,
+                                 std::vector<ChunkRecord>* records) const;
+  void write_chunk_run_time(MemoryState<T>& state, const T* xk, const T* xv, std::int64_t n,
+                            const T* xq, T* y, const WritePolicy& policy,
+                            std::vector<ChunkRecord>* records) const;
+  void read_run_time(MemoryState<T>& state, const T* xq, std::int64_t n, T* y) const;
   MemoryConfig config_;
   MemoryParams<T> params_;
 };

@@ -36,6 +36,10 @@ struct TitansTrainOptions {
   std::uint64_t seed = 1;
   int threads = 2;
   std::filesystem::path out_dir = "models/titans";
+  /// Warm start (YAML `init`, empty: random initialisation): the memory parameters and the MAG
+  /// injection of this MAG checkpoint, whose shapes must match `memory`, `layer` and the byte
+  /// LM; the gate maxima, chunk and the rest of `memory` come from this config.
+  std::filesystem::path init_model;
 
   static config::Schema schema();
   /// Loads and validates; throws config::ConfigError.
