@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include "neat/hardware/profile.hpp"
+
 namespace neat::coordinator {
 
 const std::vector<std::string>& degrade_actions(const std::string& kind) {
@@ -21,16 +23,13 @@ MemoryBudgetManager::MemoryBudgetManager(std::uint64_t total_bytes,
                                          std::map<std::string, std::string> kinds,
                                          int settle_reports)
     : total_(total_bytes), settle_(settle_reports) {
-  double sum = 0.0;
-  for (const auto& [name, p] : priorities) {
-    if (!(p > 0.0)) throw std::invalid_argument("priority of '" + name + "' must be > 0");
-    sum += p;
-  }
+  // The launcher hands each component the same grant (components::apply_profile).
+  const auto grants = hardware::share_by_priority(total_bytes, priorities);
   for (const auto& [name, p] : priorities) {
     auto& a = accounts_[name];
     a.priority = p;
     a.kind = kinds.contains(name) ? kinds.at(name) : name;
-    a.grant = static_cast<std::uint64_t>(static_cast<double>(total_bytes) * (p / sum));
+    a.grant = grants.at(name);
   }
 }
 

@@ -136,20 +136,26 @@ double Profile::priority(const std::string& component) const {
   return it != component_priority.end() ? it->second : 1.0;
 }
 
+std::map<std::string, std::uint64_t> share_by_priority(
+    std::uint64_t total, const std::map<std::string, double>& priorities) {
+  double sum = 0.0;
+  for (const auto& [name, p] : priorities) {
+    if (!(p > 0.0)) throw std::invalid_argument("priority of '" + name + "' must be > 0");
+    sum += p;
+  }
+  std::map<std::string, std::uint64_t> shares;
+  for (const auto& [name, p] : priorities)
+    shares[name] = static_cast<std::uint64_t>(static_cast<double>(total) * (p / sum));
+  return shares;
+}
+
 std::map<std::string, std::uint64_t> memory_grants(
     const Profile& profile, const std::map<std::string, std::string>& families) {
-  double sum = 0.0;
+  std::map<std::string, double> priorities;
   for (const auto& [name, family] : families) {
-    if (!family.empty()) sum += profile.priority(family);
+    if (!family.empty()) priorities[name] = profile.priority(family);
   }
-  std::map<std::string, std::uint64_t> grants;
-  if (sum <= 0.0) return grants;
-  for (const auto& [name, family] : families) {
-    if (family.empty()) continue;
-    grants[name] = static_cast<std::uint64_t>(static_cast<double>(profile.memory_budget_bytes) *
-                                              (profile.priority(family) / sum));
-  }
-  return grants;
+  return share_by_priority(profile.memory_budget_bytes, priorities);
 }
 
 int nice_for_priority(double priority, double max_priority) {

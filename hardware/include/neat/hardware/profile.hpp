@@ -77,10 +77,17 @@ struct Profile {
   double priority(const std::string& component) const;
 };
 
+// `total` bytes divided in proportion to positive weights: share(c) = total x w(c) / sum of the
+// weights, rounded down. The one division of a memory budget by priority (memory_grants and
+// coordinator::MemoryBudgetManager). Throws std::invalid_argument naming a weight that is not
+// > 0. Empty for no weights.
+std::map<std::string, std::uint64_t> share_by_priority(
+    std::uint64_t total, const std::map<std::string, double>& priorities);
+
 // The profile's memory budget divided among components by priority: `families` maps each
 // component name of a run to its neural family (neural_family(); components with "" get no
 // grant and are left out). grant(c) = memory_budget_bytes x priority(family(c)) / sum of the
-// priorities of all listed components, in bytes (the division of coordinator::
+// priorities of all listed components, in bytes (share_by_priority, as in coordinator::
 // MemoryBudgetManager). Empty when no component has a family.
 std::map<std::string, std::uint64_t> memory_grants(
     const Profile& profile, const std::map<std::string, std::string>& families);
