@@ -179,16 +179,9 @@ int do_launch(const std::string& pipeline, const ShapeFlags& shape,
 
 int main(int argc, char** argv) {
   // OpenBLAS picks its kernels when it loads, by CPU model; on CPUs it does not know (VMs
-  // reporting a generic model) it falls back to SSE3 kernels. Choose by CPU features instead:
-  // set OPENBLAS_CORETYPE and start again, once (children inherit it). An explicit
-  // OPENBLAS_CORETYPE is left alone.
-  if (!std::getenv("OPENBLAS_CORETYPE")) {
-    if (const auto better = nn::better_blas_core(); !better.empty()) {
-      ::setenv("NEAT_BLAS_FALLBACK", nn::blas_core().c_str(), 1);
-      ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
-      ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the fallback
-    }
-  }
+  // reporting a generic model) it falls back to SSE3 kernels. Choose by CPU features instead
+  // (children inherit the choice); an explicit OPENBLAS_CORETYPE is left alone.
+  nn::use_best_blas_kernels(argv);
   // Logs go to stderr; stdout carries reports, tables and JSON only.
   auto logger = spdlog::stderr_color_mt("neat");
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %v");

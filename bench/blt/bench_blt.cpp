@@ -577,13 +577,7 @@ int main(int argc, char** argv) {
   // where it fell back to lesser ones, set OPENBLAS_CORETYPE from the CPU's features and start
   // again, once. The PyTorch child inherits the variable, so both sides run the same kernels.
   // An explicit OPENBLAS_CORETYPE is left alone.
-  if (!std::getenv("OPENBLAS_CORETYPE")) {
-    if (const auto better = neat::nn::better_blas_core(); !better.empty()) {
-      ::setenv("NEAT_BLAS_FALLBACK", neat::nn::blas_core().c_str(), 1);
-      ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
-      ::execv("/proc/self/exe", argv);  // returns only on failure: go on with the fallback
-    }
-  }
+  neat::nn::use_best_blas_kernels(argv);
   Options o;
   try {
     o = parse_options(argc, argv);

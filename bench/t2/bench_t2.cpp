@@ -47,6 +47,8 @@ double time_median(int repeats, F&& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The same OpenBLAS kernels as the neat binary (and NumPy's child inherits them).
+  nn::use_best_blas_kernels(argv);
   const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
   const int repeats = argc > 2 ? std::atoi(argv[2]) : 20;
   nn::set_num_threads(threads);

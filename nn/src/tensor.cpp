@@ -1,6 +1,8 @@
 // Tensor storage, memory accounting, thread setting, grad mode and the reverse-mode engine.
 #include "neat/nn/tensor.hpp"
 
+#include <unistd.h>
+
 #include <cblas.h>
 
 #include <cctype>
@@ -151,6 +153,15 @@ std::string better_blas_core() {
     if (core == good) return "";
   }
   return avx2 ? "Haswell" : "";
+}
+
+void use_best_blas_kernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  const auto better = better_blas_core();
+  if (better.empty()) return;
+  ::setenv("NEAT_BLAS_FALLBACK", blas_core().c_str(), 1);
+  ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure
 }
 
 int num_threads() {

@@ -68,6 +68,12 @@ std::string blas_core();
 // the choice from the environment variable OPENBLAS_CORETYPE when it loads, so a process must
 // set it and re-execute itself (the `neat` binary does; see cli/main.cpp).
 std::string better_blas_core();
+// Call first in main(): where OpenBLAS fell back to lesser kernels (better_blas_core() is not
+// empty) and OPENBLAS_CORETYPE is unset, sets it (and NEAT_BLAS_FALLBACK to the fallback's
+// name) and re-executes /proc/self/exe with argv, once; child processes inherit the choice.
+// Returns (doing nothing) when there is nothing better, the variable is already set, or the
+// re-execution failed (the process goes on with the fallback).
+void use_best_blas_kernels(char** argv);
 
 // While a NoGradGuard lives on this thread, ops record no graph (inference, optimizer steps).
 class NoGradGuard {
