@@ -23,6 +23,7 @@
 
 #include "neat/blt/entropy_stream.hpp"
 #include "neat/components/plot.hpp"
+#include "neat/config/optimizer_keys.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/nn/checkpoint.hpp"
 #include "neat/nn/ops.hpp"
@@ -45,21 +46,18 @@ config::Schema ByteLMTrainOptions::schema() {
                              "sliding attention window (0: full causal)")
                    .optional("image_codes", Schema::integer(0, 65536).default_value("512"),
                              "codebook size K: vocabulary is 261 + K");
+  ByteLMTrainOptions d;  // the documented defaults are the struct's
   auto train =
       Schema::map()
           .optional("steps", Schema::integer(1, 100000000).default_value("2000"), "optimizer steps")
-          .optional("batch", Schema::integer(1, 4096).default_value("16"), "sequences per step")
-          .optional("lr", Schema::number(0, 1).default_value("0.003"), "peak learning rate")
-          .optional("min_lr", Schema::number(0, 1).default_value("0.0003"), "end of the cosine")
-          .optional("warmup", Schema::integer(0, 100000000).default_value("100"), "warm-up steps")
-          .optional("weight_decay", Schema::number(0, 1).default_value("0.01"), "AdamW decay")
-          .optional("clip", Schema::number(0, 1e6).default_value("1.0"), "global norm clip")
-          .optional("eval_every", Schema::integer(1, 100000000).default_value("200"),
-                    "steps between validations")
-          .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("65536"),
-                    "validation bytes scored each time")
-          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-          .optional("threads", Schema::integer(0, 4096).default_value("0"), "0: all cores");
+          .optional("batch", Schema::integer(1, 4096).default_value("16"), "sequences per step");
+  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 1)
+      .optional("eval_every", Schema::integer(1, 100000000).default_value("200"),
+                "steps between validations")
+      .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("65536"),
+                "validation bytes scored each time")
+      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+      .optional("threads", Schema::integer(0, 4096).default_value("0"), "0: all cores");
   auto data = Schema::map()
                   .optional("corpus", Schema::string().default_value("data/corpus"),
                             "prepared corpus (neat data prepare)")
@@ -90,11 +88,7 @@ ByteLMTrainOptions ByteLMTrainOptions::load(const std::filesystem::path& file) {
   if (const auto t = root["train"]) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
     if (t["batch"]) o.batch = t["batch"].as<std::int64_t>();
-    if (t["lr"]) o.lr = t["lr"].as<double>();
-    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
-    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
-    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
-    if (t["clip"]) o.clip = t["clip"].as<double>();
+    config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
     if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();

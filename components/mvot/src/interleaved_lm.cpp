@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "neat/blt/byte_lm.hpp"
+#include "neat/config/optimizer_keys.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/mvot/discrepancy.hpp"
 #include "neat/mvot/image_io.hpp"
@@ -120,29 +121,25 @@ Schema InterleavedTrainOptions::schema() {
                     "byte LM checkpoint to start from (vocabulary 261 + K)")
           .optional("codebook", Schema::string().default_value("models/mvot/codebook.msgpack"),
                     "visual codebook (neat train mvot)");
-  auto train =
-      Schema::map()
-          .optional("steps", Schema::integer(1, 100000000).default_value("2000"),
-                    "planned optimizer steps")
-          .optional("max_seconds", Schema::number(1, 1e7).default_value("840"),
-                    "wall-time budget; the cosine ends at whichever budget runs out first")
-          .optional("batch", Schema::integer(1, 4096).default_value("32"), "rows per step")
-          .optional("sequence", Schema::integer(64, 8192).default_value("64"),
-                    "tokens per row (>= one mixed document)")
-          .optional("text_share", Schema::number(0, 1).default_value("0.25"),
-                    "fraction of rows that are text windows of the corpus")
-          .optional("lambda_discrepancy", Schema::number(0, 1e6).default_value("0.1"),
-                    "weight of the token discrepancy loss L_D on image positions")
-          .optional("lr", Schema::number(0, 1).default_value("0.002"), "peak learning rate")
-          .optional("min_lr", Schema::number(0, 1).default_value("0.0002"), "end of the cosine")
-          .optional("warmup", Schema::integer(0, 100000000).default_value("50"), "warm-up steps")
-          .optional("weight_decay", Schema::number(0, 1).default_value("0.01"), "AdamW decay")
-          .optional("clip", Schema::number(0, 1e6).default_value("1.0"), "global norm clip")
-          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-          .optional("threads", Schema::integer(0, 4096).default_value("2"), "0: all cores")
-          .optional("codebook_init", Schema::boolean().default_value("true"),
-                    "set the image-token rows of tok_emb and lm_head to a random projection "
-                    "of the codebook centres before training");
+  InterleavedTrainOptions d;  // the documented defaults are the struct's
+  auto train = Schema::map()
+                   .optional("steps", Schema::integer(1, 100000000).default_value("2000"),
+                             "planned optimizer steps")
+                   .optional("max_seconds", Schema::number(1, 1e7).default_value("840"),
+                             "wall-time budget; the cosine ends at whichever budget runs out first")
+                   .optional("batch", Schema::integer(1, 4096).default_value("32"), "rows per step")
+                   .optional("sequence", Schema::integer(64, 8192).default_value("64"),
+                             "tokens per row (>= one mixed document)")
+                   .optional("text_share", Schema::number(0, 1).default_value("0.25"),
+                             "fraction of rows that are text windows of the corpus")
+                   .optional("lambda_discrepancy", Schema::number(0, 1e6).default_value("0.1"),
+                             "weight of the token discrepancy loss L_D on image positions");
+  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 1)
+      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+      .optional("threads", Schema::integer(0, 4096).default_value("2"), "0: all cores")
+      .optional("codebook_init", Schema::boolean().default_value("true"),
+                "set the image-token rows of tok_emb and lm_head to a random projection "
+                "of the codebook centres before training");
   auto eval = Schema::map()
                   .optional("text_bytes", Schema::integer(1, 1ll << 40).default_value("65536"),
                             "val bytes of the text domains scored before and after")
@@ -182,11 +179,7 @@ InterleavedTrainOptions InterleavedTrainOptions::load(const std::filesystem::pat
     if (t["sequence"]) o.sequence = t["sequence"].as<std::int64_t>();
     if (t["text_share"]) o.text_share = t["text_share"].as<double>();
     if (t["lambda_discrepancy"]) o.lambda_discrepancy = t["lambda_discrepancy"].as<double>();
-    if (t["lr"]) o.lr = t["lr"].as<double>();
-    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
-    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
-    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
-    if (t["clip"]) o.clip = t["clip"].as<double>();
+    config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
     if (t["threads"]) o.threads = t["threads"].as<int>();
     if (t["codebook_init"]) o.codebook_init = t["codebook_init"].as<bool>();

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "neat/blt/byte_lm.hpp"
+#include "neat/config/optimizer_keys.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/nn/optim.hpp"
@@ -49,24 +50,20 @@ config::Schema T2TrainOptions::schema() {
                     "subspace iterations (Halko et al. q)")
           .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
                     "dtype of U and V");
+  T2TrainOptions d;  // the documented defaults are the struct's
   auto train =
       Schema::map()
           .optional("steps", Schema::integer(1, 100000000).default_value("150"),
                     "AdamW steps per domain")
           .optional("batch", Schema::integer(1, 4096).default_value("8"), "windows per step")
-          .optional("seq_len", Schema::integer(2, 8192).default_value("128"), "tokens per window")
-          .optional("lr", Schema::number(0, 10).default_value("0.005"), "peak learning rate of z")
-          .optional("min_lr", Schema::number(0, 10).default_value("0.0005"), "end of the cosine")
-          .optional("warmup", Schema::integer(0, 100000000).default_value("10"), "warm-up steps")
-          .optional("weight_decay", Schema::number(0, 1).default_value("0"), "AdamW decay of z")
-          .optional("clip", Schema::number(0, 1e6).default_value("1.0"),
-                    "global norm clip of dL/dz")
-          .optional("kl_coefficient", Schema::number(0, 1e6).default_value("0.05"),
-                    "lambda of CE + lambda KL(adapted || base)")
-          .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
-                    "validation bytes per domain scored before and after")
-          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-          .optional("threads", Schema::integer(0, 4096).default_value("1"), "0: all cores");
+          .optional("seq_len", Schema::integer(2, 8192).default_value("128"), "tokens per window");
+  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 10, " of z")
+      .optional("kl_coefficient", Schema::number(0, 1e6).default_value("0.05"),
+                "lambda of CE + lambda KL(adapted || base)")
+      .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
+                "validation bytes per domain scored before and after")
+      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+      .optional("threads", Schema::integer(0, 4096).default_value("1"), "0: all cores");
   auto dispatch =
       Schema::map()
           .optional("embedding_positions", Schema::integer(1, 8192).default_value("256"),
@@ -120,11 +117,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
     if (t["batch"]) o.batch = t["batch"].as<std::int64_t>();
     if (t["seq_len"]) o.seq_len = t["seq_len"].as<std::int64_t>();
-    if (t["lr"]) o.lr = t["lr"].as<double>();
-    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
-    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
-    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
-    if (t["clip"]) o.clip = t["clip"].as<double>();
+    config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
     if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();

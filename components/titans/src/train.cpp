@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "neat/blt/byte_lm.hpp"
+#include "neat/config/optimizer_keys.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/nn/optim.hpp"
@@ -40,22 +41,19 @@ config::Schema TitansTrainOptions::schema() {
                     "max inner learning rate")
           .optional("eta_max", Schema::number(0, 1).default_value("0.9"), "max momentum decay")
           .optional("alpha_max", Schema::number(0, 1).default_value("0.1"), "max forgetting");
+  TitansTrainOptions d;  // the documented defaults are the struct's
   auto train =
       Schema::map()
           .optional("steps", Schema::integer(1, 100000000).default_value("300"), "AdamW steps")
           .optional("windows", Schema::integer(1, 1024).default_value("8"),
                     "context windows per training sequence")
           .optional("repeat_probability", Schema::number(0, 1).default_value("0.5"),
-                    "share of sequences whose second half repeats the first")
-          .optional("lr", Schema::number(0, 10).default_value("0.003"), "peak learning rate")
-          .optional("min_lr", Schema::number(0, 10).default_value("0.0003"), "end of the cosine")
-          .optional("warmup", Schema::integer(0, 100000000).default_value("20"), "warm-up steps")
-          .optional("weight_decay", Schema::number(0, 1).default_value("0"), "AdamW decay")
-          .optional("clip", Schema::number(0, 1e6).default_value("1.0"), "global norm clip")
-          .optional("max_minutes", Schema::number(0.01, 1e6).default_value("20"),
-                    "wall-clock budget; training stops and saves when exceeded")
-          .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-          .optional("threads", Schema::integer(0, 4096).default_value("2"), "BLAS threads");
+                    "share of sequences whose second half repeats the first");
+  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 10)
+      .optional("max_minutes", Schema::number(0.01, 1e6).default_value("20"),
+                "wall-clock budget; training stops and saves when exceeded")
+      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
+      .optional("threads", Schema::integer(0, 4096).default_value("2"), "BLAS threads");
   return Schema::map()
       .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
                 "frozen byte LM")
@@ -100,11 +98,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
     if (t["windows"]) o.windows = t["windows"].as<std::int64_t>();
     if (t["repeat_probability"]) o.repeat_probability = t["repeat_probability"].as<double>();
-    if (t["lr"]) o.lr = t["lr"].as<double>();
-    if (t["min_lr"]) o.min_lr = t["min_lr"].as<double>();
-    if (t["warmup"]) o.warmup = t["warmup"].as<std::int64_t>();
-    if (t["weight_decay"]) o.weight_decay = t["weight_decay"].as<double>();
-    if (t["clip"]) o.clip = t["clip"].as<double>();
+    config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["max_minutes"]) o.max_minutes = t["max_minutes"].as<double>();
     if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
     if (t["threads"]) o.threads = t["threads"].as<int>();
