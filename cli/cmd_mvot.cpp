@@ -158,6 +158,9 @@ CommandRunner add_mvot_commands(const CommandParents& parents) {
       j["used_codes"] = r.used_codes;
       j["top_code_share"] = r.top_code_share;
       j["zero_patch_share"] = r.zero_patch_share;
+      j["zero_descriptor_share"] = r.zero_descriptor_share;
+      j["context_radius"] = codebook.context().radius;
+      j["context_weight"] = codebook.context().weight;
       j["perplexity_bound_nearest_code"] = r.perplexity_bound;
       std::cout << j.dump(2) << "\n";
       return 0;

@@ -366,6 +366,14 @@ int main(int argc, char** argv) {
       ->add_option("--init-sample", mvot_options.kmeans.init_sample,
                    "patches drawn for k-means++ seeding")
       ->capture_default_str();
+  train_mvot
+      ->add_option("--context-radius", mvot_options.context.radius,
+                   "ring of pixels around each patch in the quantised descriptor (0 or 1)")
+      ->capture_default_str();
+  train_mvot
+      ->add_option("--context-weight", mvot_options.context.weight,
+                   "weight beta of each ring pixel in the squared distance")
+      ->capture_default_str();
   train_mvot->add_option("--data", mvot_options.dataset_dir, "Fashion-MNIST directory")
       ->capture_default_str();
   train_mvot->add_option("--out", mvot_out, "codebook file to write")->capture_default_str();

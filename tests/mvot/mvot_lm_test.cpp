@@ -32,7 +32,7 @@ const fs::path kData = std::string(kFashionMnistDir);
 // The first k centres of the shipped (trained) codebook: real distances on a small K.
 CodeDistances small_distances(int k) {
   const auto full = Codebook::load(kCodebook);
-  RowMatrix c = full.centres().topRows(k);
+  RowMatrix c = full.patch_centres().topRows(k);
   return code_distances(Codebook(c));
 }
 
@@ -177,6 +177,35 @@ TEST(InterleavedTraining, StageConfigsOfTheShippedModelChainTheirCheckpoints) {
     EXPECT_NE(o.out.parent_path(), root / "models/mvot");
     previous_out = o.out;
   }
+}
+
+TEST(InterleavedTraining, RemapCopiesEachImageRowFromTheNearestPreviousCode) {
+  const auto previous =
+      Codebook::load(fs::path(NEAT_SOURCE_DIR) / "models/mvot/codebook_v1.msgpack");
+  // A "current" codebook: the previous centres in reverse order, slightly moved.
+  RowMatrix c = previous.centres().colwise().reverse();
+  c.array() += 1e-4f;
+  const Codebook current(c);
+  nn::TransformerConfig cfg;
+  cfg.vocab_size = vocabulary_size(previous.size());
+  cfg.dim = 8;
+  cfg.layers = 1;
+  cfg.heads = 2;
+  cfg.mlp_hidden = 16;
+  cfg.max_seq_len = 16;
+  nn::TransformerLM<float> model(cfg);
+  const nn::Tensor<float> before = model.tok_emb.weight.clone();
+  const auto source = remap_image_rows(model, previous, current);
+  ASSERT_EQ(source.size(), 512u);
+  for (int k = 0; k < 512; k += 37) {
+    EXPECT_EQ(source[static_cast<std::size_t>(k)], 511 - k);
+    for (int d = 0; d < 8; ++d)
+      EXPECT_EQ(model.tok_emb.weight.data()[(kFirstImageToken + k) * 8 + d],
+                before.data()[(kFirstImageToken + 511 - k) * 8 + d]);
+  }
+  for (int t = 0; t < kFirstImageToken * 8; ++t)  // byte and special rows untouched
+    ASSERT_EQ(model.tok_emb.weight.data()[t], before.data()[t]);
+  EXPECT_THROW(remap_image_rows(model, previous, Codebook(c.topRows(10))), std::invalid_argument);
 }
 
 TEST(PixelNearestNeighbour, LabelsReferenceImagesWithTheirOwnLabels) {

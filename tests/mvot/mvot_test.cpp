@@ -226,7 +226,7 @@ static std::vector<std::int32_t> gemm_reference_codes(const RowMatrix& x,
 TEST(Codebook, FusedNearestSearchGivesTheGemmCodesOnAllTestImages) {
   const auto cb = Codebook::load(kShipped);
   const auto& images = test_images();
-  const RowMatrix x = image_patches(images.pixels, images.count);  // (490000, 16)
+  const RowMatrix x = patch_descriptors(images.pixels, images.count, cb.context());  // (490000, D)
   std::vector<std::int32_t> codes;
   std::vector<float> errors;
   assign_nearest(x, cb.centres(), codes, &errors);
@@ -265,13 +265,15 @@ TEST(Codebook, ShippedCodebookUsageStaysUnderTheAllBlackPatchBound) {
       "%.4f, all-black patch share %.4f, bound for any nearest-code quantiser at K = %d: %.1f\n",
       r.images, r.psnr_mean_db, r.perplexity, r.top_code_share, r.zero_patch_share, cb.size(),
       r.perplexity_bound);
-  // Identical (all-black) patches share one code, so the top code holds at least their share,
-  // and no histogram with that top share beats the bound.
-  EXPECT_GE(r.top_code_share, r.zero_patch_share);
+  // Identical (all-zero) descriptors share one code, so the top code holds at least their
+  // share, and no histogram with that top share beats the bound.
+  EXPECT_GE(r.top_code_share, r.zero_descriptor_share);
   EXPECT_GT(r.zero_patch_share, 0.0);
+  EXPECT_LE(r.zero_descriptor_share, r.zero_patch_share);
   EXPECT_LE(r.perplexity, r.perplexity_bound + 1e-9);
   EXPECT_LE(r.perplexity, max_perplexity_with_atom(r.top_code_share, cb.size()) + 1e-9);
-  EXPECT_DOUBLE_EQ(r.perplexity_bound, max_perplexity_with_atom(r.zero_patch_share, cb.size()));
+  EXPECT_DOUBLE_EQ(r.perplexity_bound,
+                   max_perplexity_with_atom(r.zero_descriptor_share, cb.size()));
   EXPECT_NEAR(r.perplexity, cb.provenance().test_perplexity, 1e-6);
 }
 
@@ -301,12 +303,63 @@ TEST(Codebook, FusedNearestSearchHandlesOddShapesAndTies) {
                std::invalid_argument);
 }
 
+TEST(Codebook, DescriptorIsThePatchThenItsWeightedRing) {
+  // A 28x28 image whose pixel (y, x) is (7 y + 3 x) mod 256: every value identifies its place.
+  std::vector<std::uint8_t> img(kPixelsPerImage);
+  for (int y = 0; y < kImageSide; ++y)
+    for (int x = 0; x < kImageSide; ++x)
+      img[static_cast<std::size_t>(y * kImageSide + x)] =
+          static_cast<std::uint8_t>((7 * y + 3 * x) % 256);
+  EXPECT_EQ(descriptor_dims({}), 16);
+  EXPECT_EQ(descriptor_dims({1, 0.5f}), 36);
+  EXPECT_THROW(descriptor_dims({2, 0.5f}), std::invalid_argument);
+  EXPECT_THROW(descriptor_dims({1, -1.0f}), std::invalid_argument);
+  EXPECT_TRUE(patch_descriptors(img, 1, {}) == image_patches(img, 1));
+  const RowMatrix d = patch_descriptors(img, 1, {1, 0.5f});
+  ASSERT_EQ(d.rows(), 49);
+  ASSERT_EQ(d.cols(), 36);
+  EXPECT_TRUE(d.leftCols(16) == image_patches(img, 1));
+  auto pixel = [&](int y, int x) {
+    const bool in = y >= 0 && y < kImageSide && x >= 0 && x < kImageSide;
+    return in ? 0.5f * img[static_cast<std::size_t>(y * kImageSide + x)] / 255.0f : 0.0f;
+  };
+  for (int p : {0, 8, 24, 48}) {  // corner, interior, centre and the last patch
+    const int py = p / kGrid, px = p % kGrid;
+    int col = 16;
+    for (int y = -1; y <= 4; ++y)
+      for (int x = -1; x <= 4; ++x) {
+        if (y >= 0 && y < 4 && x >= 0 && x < 4) continue;
+        EXPECT_FLOAT_EQ(d(p, col), pixel(4 * py + y, 4 * px + x))
+            << "patch " << p << " ring " << col;
+        ++col;
+      }
+    EXPECT_EQ(col, 36);
+  }
+}
+
+TEST(Codebook, VersionOneFileWithoutContextStillLoads) {
+  // models/mvot/codebook_v1.msgpack is the plain-patch codebook the interleaved LM's stages 1-4
+  // were trained on (file version 1, no context keys).
+  const auto v1 = Codebook::load(fs::path(NEAT_SOURCE_DIR) / "models/mvot/codebook_v1.msgpack");
+  EXPECT_EQ(v1.size(), 512);
+  EXPECT_EQ(v1.context().radius, 0);
+  EXPECT_EQ(v1.centres().cols(), 16);
+  EXPECT_TRUE(v1.patch_centres() == v1.centres());
+  const auto dir = temp_dir("cbv1");
+  v1.save(dir / "v2.msgpack");  // rewritten as version 2 with radius 0
+  const auto again = Codebook::load(dir / "v2.msgpack");
+  EXPECT_TRUE(again.centres() == v1.centres());
+  EXPECT_EQ(again.context().radius, 0);
+}
+
 TEST(Codebook, FileRoundTripsAndCorruptionIsRejected) {
   const auto dir = temp_dir("cb");
   const auto cb = Codebook::load(kShipped);
   cb.save(dir / "copy.msgpack");
   const auto again = Codebook::load(dir / "copy.msgpack");
   EXPECT_TRUE(again.centres() == cb.centres());
+  EXPECT_EQ(again.context().radius, cb.context().radius);
+  EXPECT_EQ(again.context().weight, cb.context().weight);
   auto bytes = read_all(dir / "copy.msgpack");
   bytes[bytes.size() / 2] ^= 0x40;
   write_all(dir / "flipped.msgpack", bytes);

@@ -46,6 +46,49 @@ RowMatrix image_patches(std::span<const std::uint8_t> pixels, std::size_t count)
   return x;
 }
 
+int descriptor_dims(const PatchContext& context) {
+  if (context.radius < 0 || context.radius > 1) {
+    throw std::invalid_argument("patch context radius must be 0 or 1, got " +
+                                std::to_string(context.radius));
+  }
+  if (!(std::isfinite(context.weight) && context.weight >= 0.0f)) {
+    throw std::invalid_argument("patch context weight must be finite and >= 0, got " +
+                                std::to_string(context.weight));
+  }
+  const int side = kPatchSide + 2 * context.radius;
+  return side * side;
+}
+
+RowMatrix patch_descriptors(std::span<const std::uint8_t> pixels, std::size_t count,
+                            const PatchContext& context) {
+  const int dims = descriptor_dims(context);
+  if (context.radius == 0) return image_patches(pixels, count);
+  RowMatrix x(static_cast<Eigen::Index>(count * kCodesPerImage), dims);
+  x.leftCols(kPatchDims) = image_patches(pixels, count);
+  const int r = context.radius, side = kPatchSide + 2 * r;
+  const float scale = context.weight / 255.0f;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::uint8_t* img = pixels.data() + i * kPixelsPerImage;
+    for (int py = 0; py < kGrid; ++py) {
+      for (int px = 0; px < kGrid; ++px) {
+        float* row = x.row(static_cast<Eigen::Index>(i * kCodesPerImage + py * kGrid + px)).data();
+        int col = kPatchDims;
+        for (int y = 0; y < side; ++y) {
+          for (int xx = 0; xx < side; ++xx) {
+            const bool inside_patch =
+                y >= r && y < r + kPatchSide && xx >= r && xx < r + kPatchSide;
+            if (inside_patch) continue;
+            const int iy = py * kPatchSide + y - r, ix = px * kPatchSide + xx - r;
+            const bool in_image = iy >= 0 && iy < kImageSide && ix >= 0 && ix < kImageSide;
+            row[col++] = in_image ? img[iy * kImageSide + ix] * scale : 0.0f;
+          }
+        }
+      }
+    }
+  }
+  return x;
+}
+
 namespace {
 
 // Register tile of the fused nearest-code search: kTilePatches patches against kLanes codes at a
@@ -295,14 +338,16 @@ KMeansResult kmeans(const RowMatrix& x, const KMeansOptions& options) {
   return out;
 }
 
-Codebook::Codebook(RowMatrix centres, Provenance provenance)
-    : centres_(std::move(centres)), provenance_(std::move(provenance)) {
-  if (centres_.rows() == 0 || centres_.cols() != kPatchDims) {
-    throw std::invalid_argument("Codebook: centres must be (K >= 1, 16), got (" +
-                                std::to_string(centres_.rows()) + ", " +
+Codebook::Codebook(RowMatrix centres, Provenance provenance, PatchContext context)
+    : centres_(std::move(centres)), provenance_(std::move(provenance)), context_(context) {
+  const int dims = descriptor_dims(context_);
+  if (centres_.rows() == 0 || centres_.cols() != dims) {
+    throw std::invalid_argument("Codebook: centres must be (K >= 1, " + std::to_string(dims) +
+                                "), got (" + std::to_string(centres_.rows()) + ", " +
                                 std::to_string(centres_.cols()) + ")");
   }
   if (!centres_.allFinite()) throw std::invalid_argument("Codebook: non-finite centre value");
+  patch_centres_ = centres_.leftCols(kPatchDims);
 }
 
 std::array<std::int32_t, kCodesPerImage> Codebook::encode(
@@ -312,7 +357,7 @@ std::array<std::int32_t, kCodesPerImage> Codebook::encode(
                                 std::to_string(image.size()));
   }
   std::vector<std::int32_t> codes;
-  assign_nearest(image_patches(image, 1), centres_, codes);
+  assign_nearest(patch_descriptors(image, 1, context_), centres_, codes);
   std::array<std::int32_t, kCodesPerImage> out{};
   std::copy(codes.begin(), codes.end(), out.begin());
   return out;
@@ -321,7 +366,7 @@ std::array<std::int32_t, kCodesPerImage> Codebook::encode(
 std::vector<std::int32_t> Codebook::encode_batch(std::span<const std::uint8_t> pixels,
                                                  std::size_t count) const {
   std::vector<std::int32_t> codes;
-  assign_nearest(image_patches(pixels, count), centres_, codes);
+  assign_nearest(patch_descriptors(pixels, count, context_), centres_, codes);
   return codes;
 }
 
@@ -340,7 +385,7 @@ std::vector<std::uint8_t> Codebook::decode(std::span<const std::int32_t> codes) 
     const int py = p / kGrid, px = p % kGrid;
     for (int y = 0; y < kPatchSide; ++y) {
       for (int x = 0; x < kPatchSide; ++x) {
-        const float v = centres_(c, y * kPatchSide + x) * 255.0f;
+        const float v = patch_centres_(c, y * kPatchSide + x) * 255.0f;
         img[static_cast<std::size_t>((py * kPatchSide + y) * kImageSide + px * kPatchSide + x)] =
             static_cast<std::uint8_t>(std::clamp(std::lround(v), 0L, 255L));
       }
@@ -352,7 +397,7 @@ std::vector<std::uint8_t> Codebook::decode(std::span<const std::int32_t> codes) 
 namespace {
 
 constexpr std::string_view kFormat = "neat.mvot.codebook";
-constexpr std::uint32_t kFileVersion = 1;
+constexpr std::uint32_t kFileVersion = 2;  // 2: context_radius, context_weight; 1 still loads
 
 struct ProvenanceRecord {
   std::uint64_t seed, init_sample, train_images, train_file_bytes;
@@ -371,7 +416,9 @@ struct CodebookRecord {
   std::int64_t k = 0, dims = 0;
   msgpack::type::raw_ref data;
   ProvenanceRecord provenance;
-  MSGPACK_DEFINE_MAP(format, version, k, dims, data, provenance);
+  int context_radius = 0;
+  float context_weight = 0.0f;
+  MSGPACK_DEFINE_MAP(format, version, k, dims, data, provenance, context_radius, context_weight);
 };
 
 }  // namespace
@@ -383,6 +430,8 @@ void Codebook::save(const std::filesystem::path& file) const {
   rec.version = kFileVersion;
   rec.k = centres_.rows();
   rec.dims = centres_.cols();
+  rec.context_radius = context_.radius;
+  rec.context_weight = context_.weight;
   static_assert(std::endian::native == std::endian::little, "codebook files are little-endian");
   rec.data = msgpack::type::raw_ref(reinterpret_cast<const char*>(centres_.data()),
                                     static_cast<std::uint32_t>(centres_.size() * sizeof(float)));
@@ -443,10 +492,12 @@ Codebook Codebook::load(const std::filesystem::path& file) {
     auto body = msgpack::unpack(bin.ptr, bin.size);
     body.get().convert(rec);
     if (rec.format != kFormat) throw std::runtime_error("format is '" + rec.format + "'");
-    if (rec.version != kFileVersion) {
+    if (rec.version != 1 && rec.version != kFileVersion) {
       throw std::runtime_error("unsupported version " + std::to_string(rec.version));
     }
-    if (rec.dims != kPatchDims || rec.k < 1 ||
+    PatchContext context;
+    if (rec.version >= 2) context = {rec.context_radius, rec.context_weight};
+    if (rec.dims != descriptor_dims(context) || rec.k < 1 ||
         rec.data.size != static_cast<std::uint32_t>(rec.k * rec.dims * 4)) {
       throw std::runtime_error("shape k=" + std::to_string(rec.k) +
                                " dims=" + std::to_string(rec.dims) + " does not match " +
@@ -469,7 +520,7 @@ Codebook Codebook::load(const std::filesystem::path& file) {
                  r.test_psnr_of_mean_mse_db,
                  r.test_perplexity,
                  r.restarted_codes};
-    return Codebook(std::move(c), std::move(p));
+    return Codebook(std::move(c), std::move(p), context);
   } catch (const std::exception& e) {
     throw std::runtime_error(name + ": invalid codebook file: " + e.what());
   }
@@ -531,7 +582,14 @@ EvalReport evaluate(const Codebook& codebook, const IdxImages& images) {
       }
   }
   r.zero_patch_share = static_cast<double>(zero_patches) / total;
-  r.perplexity_bound = max_perplexity_with_atom(r.zero_patch_share, codebook.size());
+  // Identical descriptors get the same code: with a context ring only the black patches whose
+  // ring is black too are forced onto one code.
+  const RowMatrix descriptors = patch_descriptors(images.pixels, images.count, codebook.context());
+  std::size_t zero_descriptors = 0;
+  for (Eigen::Index i = 0; i < descriptors.rows(); ++i)
+    zero_descriptors += descriptors.row(i).isZero(0.0f);
+  r.zero_descriptor_share = static_cast<double>(zero_descriptors) / total;
+  r.perplexity_bound = max_perplexity_with_atom(r.zero_descriptor_share, codebook.size());
   return r;
 }
 
@@ -555,7 +613,8 @@ TrainReport train_codebook(const TrainOptions& options) {
   }
   std::size_t n = train.count;
   if (options.max_train_images > 0) n = std::min(n, options.max_train_images);
-  const RowMatrix x = image_patches(std::span(train.pixels).first(n * kPixelsPerImage), n);
+  const RowMatrix x =
+      patch_descriptors(std::span(train.pixels).first(n * kPixelsPerImage), n, options.context);
   KMeansResult km = kmeans(x, options.kmeans);
 
   TrainReport report;
@@ -578,7 +637,7 @@ TrainReport train_codebook(const TrainOptions& options) {
   p.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report.inertia = km.inertia;
 
-  Codebook codebook(std::move(km.centres), p);
+  Codebook codebook(std::move(km.centres), p, options.context);
   report.test = evaluate(codebook, read_idx_images(test_path));
   p.test_psnr_mean_db = report.test.psnr_mean_db;
   p.test_psnr_of_mean_mse_db = report.test.psnr_of_mean_mse_db;

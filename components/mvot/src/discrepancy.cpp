@@ -12,7 +12,7 @@ namespace neat::mvot {
 CodeDistances code_distances(const Codebook& codebook) {
   const int k = codebook.size();
   if (k < 2) throw std::invalid_argument("code_distances: codebook has fewer than 2 codes");
-  const RowMatrix& c = codebook.centres();
+  const RowMatrix& c = codebook.patch_centres();
   CodeDistances out;
   out.k = k;
   out.d.assign(static_cast<std::size_t>(k) * k, 0.0);

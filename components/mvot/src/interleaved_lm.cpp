@@ -12,6 +12,7 @@
 #include <limits>
 #include <numbers>
 #include <ostream>
+#include <set>
 #include <stdexcept>
 
 #include <Eigen/Core>
@@ -83,7 +84,7 @@ void initialise_image_rows(nn::TransformerLM<float>& model, const Codebook& code
   nn::NoGradGuard no_grad;
   // E = (C - mean C) P^T with a Gaussian P (dim, 16): a random linear map of the centres, so
   // the embedding distances follow the codebook distances; then scaled to std 0.02 (GPT-2 init).
-  Eigen::MatrixXd centred = codebook.centres().cast<double>();
+  Eigen::MatrixXd centred = codebook.patch_centres().cast<double>();
   centred.rowwise() -= centred.colwise().mean();
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);
@@ -100,6 +101,29 @@ void initialise_image_rows(nn::TransformerLM<float>& model, const Codebook& code
       for (std::int64_t d = 0; d < dim; ++d)
         w[(kFirstImageToken + c) * dim + d] = static_cast<float>(rows(c, d));
   }
+}
+
+std::vector<std::int32_t> remap_image_rows(nn::TransformerLM<float>& model,
+                                           const Codebook& previous, const Codebook& current) {
+  const int k = previous.size();
+  check_vocabulary(model, k, "remap_image_rows");
+  if (current.size() != k)
+    throw std::invalid_argument("remap_image_rows: codebooks of " + std::to_string(k) + " and " +
+                                std::to_string(current.size()) + " codes");
+  std::vector<std::int32_t> source;
+  assign_nearest(current.patch_centres(), previous.patch_centres(), source);
+  const std::int64_t dim = model.config().dim;
+  nn::NoGradGuard no_grad;
+  for (nn::Tensor<float>* weight : {&model.tok_emb.weight, &model.lm_head.weight}) {
+    if (!weight->is_contiguous() || weight->size(1) != dim)
+      throw std::invalid_argument("remap_image_rows: unexpected weight layout");
+    float* w = weight->data();
+    const std::vector<float> old(w + kFirstImageToken * dim, w + (kFirstImageToken + k) * dim);
+    for (int c = 0; c < k; ++c)
+      std::copy_n(old.data() + static_cast<std::int64_t>(source[static_cast<std::size_t>(c)]) * dim,
+                  dim, w + (kFirstImageToken + c) * dim);
+  }
+  return source;
 }
 
 std::vector<std::int32_t> interleaved_document(std::string_view class_name,
@@ -120,7 +144,11 @@ Schema InterleavedTrainOptions::schema() {
           .optional("init", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
                     "byte LM checkpoint to start from (vocabulary 261 + K)")
           .optional("codebook", Schema::string().default_value("models/mvot/codebook.msgpack"),
-                    "visual codebook (neat train mvot)");
+                    "visual codebook (neat train mvot)")
+          .optional("previous_codebook", Schema::string(),
+                    "codebook the init model's image rows were trained with; each image row is "
+                    "then copied from the previous code whose patch values are nearest "
+                    "(codebook migration); absent: none");
   InterleavedTrainOptions d;  // the documented defaults are the struct's
   auto train = Schema::map()
                    .optional("steps", Schema::integer(1, 100000000).default_value("2000"),
@@ -171,6 +199,7 @@ InterleavedTrainOptions InterleavedTrainOptions::load(const std::filesystem::pat
   if (const auto m = y["model"]) {
     if (m["init"]) o.init_model = m["init"].as<std::string>();
     if (m["codebook"]) o.codebook = m["codebook"].as<std::string>();
+    if (m["previous_codebook"]) o.previous_codebook = m["previous_codebook"].as<std::string>();
   }
   if (const auto t = y["train"]) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
@@ -197,6 +226,7 @@ InterleavedTrainOptions InterleavedTrainOptions::load(const std::filesystem::pat
   if (y["log"]) o.log = y["log"].as<std::string>();
   o.init_model = resolve(o.init_model, root);
   o.codebook = resolve(o.codebook, root);
+  if (!o.previous_codebook.empty()) o.previous_codebook = resolve(o.previous_codebook, root);
   o.corpus = resolve(o.corpus, root);
   o.out = resolve(o.out, root);
   o.log = resolve(o.log, root);
@@ -304,6 +334,12 @@ InterleavedTrainReport train_interleaved_lm(const InterleavedTrainOptions& o,
   report.en_bpb_before =
       text_val.empty() ? 0.0 : blt::bits_per_byte(*model, text_val, o.eval_bytes);
   if (o.codebook_init) initialise_image_rows(*model, codebook, o.seed);
+  if (!o.previous_codebook.empty()) {
+    const auto source = remap_image_rows(*model, Codebook::load(o.previous_codebook), codebook);
+    const std::set<std::int32_t> distinct(source.begin(), source.end());
+    progress << "image rows carried over from " << distinct.size() << " codes of "
+             << o.previous_codebook.string() << "\n";
+  }
   report.image_bits_before =
       interleaved_cross_entropy(*model, heldout_docs).first / std::numbers::ln2;
   progress << std::fixed << std::setprecision(4) << "before: text val bits/byte "

@@ -2,9 +2,14 @@
 // visual tokens of a VQ tokenizer). Here the tokenizer is plain vector quantisation: a 28x28
 // grayscale image is cut into 49 non-overlapping 4x4 patches (16-dim vectors, pixels / 255 in
 // [0, 1]) and each patch is replaced by the index of its nearest codebook entry (squared
-// Euclidean distance). The codebook is trained with k-means (k-means++ seeding, Lloyd steps,
-// dead-code restarts). Invariant: a Codebook always holds K >= 1 finite 16-dim centres that were
-// trained on real data or loaded from a checksummed file, never made up.
+// Euclidean distance). Optionally the vector that is quantised is a patch *descriptor*: the 16
+// patch pixels followed by the ring of pixels around the patch (radius r = 1: the 20 pixels of
+// the 6x6 window that are not the patch), scaled by a context weight beta, so that a patch's code
+// also depends on its surroundings, like the receptive field of a VQ-VAE encoder (an all-black
+// patch at a garment's edge and one in an empty corner get different codes). Decoding uses the
+// 16 patch values of the centre only. The codebook is trained with k-means (k-means++ seeding,
+// Lloyd steps, dead-code restarts). Invariant: a Codebook always holds K >= 1 finite centres that
+// were trained on real data or loaded from a checksummed file, never made up.
 #pragma once
 
 #include <array>
@@ -34,6 +39,24 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 /// Returns (count * 49, 16): row i*49 + py*7 + px is patch (py, px) of image i, values / 255.
 /// Throws std::invalid_argument if pixels.size() != count * 784.
 RowMatrix image_patches(std::span<const std::uint8_t> pixels, std::size_t count);
+
+/// The context of a patch descriptor: the ring of pixels within `radius` pixels around the 4x4
+/// patch, each scaled by `weight` (beta). radius 0 (weight ignored): the plain 16-dim patch.
+struct PatchContext {
+  int radius = 0;       ///< 0 or 1 (a 6x6 window: 36 dims); larger rings exceed the kernel's 64
+  float weight = 0.0f;  ///< beta >= 0, the weight of each ring pixel in the squared distance
+};
+
+/// Values per descriptor: (4 + 2 radius)^2. Throws std::invalid_argument unless radius is 0 or 1
+/// and weight is finite and >= 0.
+int descriptor_dims(const PatchContext& context);
+
+/// Patch descriptors of `count` 28x28 images: (count * 49, descriptor_dims(context)); columns
+/// 0..15 are image_patches' values, then the ring pixels of the (4 + 2r)^2 window around the
+/// patch in raster order (pixels outside the image are 0), times context.weight. With radius 0
+/// equal to image_patches. Throws std::invalid_argument as image_patches and descriptor_dims.
+RowMatrix patch_descriptors(std::span<const std::uint8_t> pixels, std::size_t count,
+                            const PatchContext& context);
 
 /// Nearest centre of every row of `x` (N, D) among `centres` (K, D), by squared Euclidean
 /// distance ||x||^2 - 2 x.c + ||c||^2 (the VQ assignment of MVoT's visual tokenizer). The
@@ -86,15 +109,21 @@ struct Provenance {
   int restarted_codes = 0;
 };
 
-/// A trained VQ codebook: K centres of 16 values in [0, 1].
+/// A trained VQ codebook: K centres over patch descriptors; decode uses their 16 patch values.
+
 class Codebook {
  public:
-  /// Takes trained centres (K, 16). Throws std::invalid_argument on a wrong width, K == 0 or a
-  /// non-finite value.
-  explicit Codebook(RowMatrix centres, Provenance provenance = {});
+  /// Takes trained centres (K, descriptor_dims(context)). Throws std::invalid_argument on a
+  /// wrong width, K == 0, a non-finite value or an invalid context.
+  explicit Codebook(RowMatrix centres, Provenance provenance = {}, PatchContext context = {});
 
   int size() const { return static_cast<int>(centres_.rows()); }
+  /// Centres in descriptor space (K, descriptor_dims(context())): what encoding compares with.
   const RowMatrix& centres() const { return centres_; }
+  /// The 16 patch values of each centre (K, 16), pixels / 255: what decoding writes, and the
+  /// visual embedding of each code (token discrepancy distances, LM row initialisation).
+  const RowMatrix& patch_centres() const { return patch_centres_; }
+  const PatchContext& context() const { return context_; }
   const Provenance& provenance() const { return provenance_; }
   void set_provenance(Provenance p) { provenance_ = std::move(p); }
 
@@ -109,7 +138,8 @@ class Codebook {
   std::vector<std::uint8_t> decode(std::span<const std::int32_t> codes) const;
 
   /// Writes the msgpack file: outer array [body (bin), crc32(body)], body a map with format
-  /// "neat.mvot.codebook", version 1, k, dims, data (K*16 float32 little-endian) and provenance.
+  /// "neat.mvot.codebook", version 2, k, dims, data (K*dims float32 little-endian),
+  /// context_radius, context_weight and provenance. Version 1 files (no context) still load.
   /// Throws std::runtime_error if the file cannot be written.
   void save(const std::filesystem::path& file) const;
   /// Reads and validates a file written by save(). Throws std::runtime_error naming the file if
@@ -119,7 +149,9 @@ class Codebook {
 
  private:
   RowMatrix centres_;
+  RowMatrix patch_centres_;
   Provenance provenance_;
+  PatchContext context_;
 };
 
 /// Mean squared error of two equally sized u8 images with values scaled to [0, 1].
@@ -138,8 +170,12 @@ struct EvalReport {
   int used_codes = 0;                ///< codes with at least one occurrence
   double top_code_share = 0.0;       ///< share of all codes taken by the most frequent code
   double zero_patch_share = 0.0;     ///< share of patches whose 16 pixels are all 0 (black)
-  /// Largest perplexity any nearest-code quantiser with this K can reach on these images:
-  /// max_perplexity_with_atom(zero_patch_share, K) (identical patches get the same code).
+  /// share of patch descriptors that are all 0 (black patch and, with a context, black ring);
+  /// equals zero_patch_share without a context
+  double zero_descriptor_share = 0.0;
+  /// Largest perplexity any nearest-code quantiser over these descriptors with this K can reach
+  /// on these images: max_perplexity_with_atom(zero_descriptor_share, K) (identical descriptors
+  /// get the same code).
   double perplexity_bound = 0.0;
   double seconds = 0.0;  ///< wall time of encode + decode, seconds
 };
@@ -161,6 +197,7 @@ struct TrainOptions {
   std::filesystem::path dataset_dir = std::string(kFashionMnistDir);
   std::filesystem::path output;  ///< where to save; empty: do not save
   KMeansOptions kmeans;
+  PatchContext context;              ///< descriptor the codebook quantises
   std::size_t max_train_images = 0;  ///< 0: all 60,000 training images
 };
 

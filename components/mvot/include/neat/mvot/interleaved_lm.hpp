@@ -39,10 +39,23 @@ std::vector<std::int32_t> interleaved_document(std::string_view class_name,
 void initialise_image_rows(nn::TransformerLM<float>& model, const Codebook& codebook,
                            std::uint64_t seed);
 
+/// Carries a model trained on the codes of `previous` over to the codes of `current`: the
+/// tok_emb and lm_head row of every image code c of `current` becomes the row of the code of
+/// `previous` whose 16 patch values (patch_centres) are nearest to c's (squared Euclidean
+/// distance; ties to the lower index), so that what the model learned about a patch shape keeps
+/// applying to the codes that look like it. Returns, per current code, the previous code copied.
+/// Throws std::invalid_argument if the vocabulary is not 261 + previous.size() or the two
+/// codebooks differ in size.
+std::vector<std::int32_t> remap_image_rows(nn::TransformerLM<float>& model,
+                                           const Codebook& previous, const Codebook& current);
+
 /// Everything `neat train mvot-lm` reads from configs/train/mvot_lm.yaml.
 struct InterleavedTrainOptions {
   std::filesystem::path init_model = "models/blt/byte_lm.bf16.ckpt";  ///< byte LM to start from
   std::filesystem::path codebook = "models/mvot/codebook.msgpack";
+  /// codebook the init model's image rows were trained with; when set, remap_image_rows
+  /// carries them over to `codebook` before training (empty: none)
+  std::filesystem::path previous_codebook;
   std::filesystem::path dataset_dir = std::string(kFashionMnistDir);
   std::filesystem::path corpus = "data/corpus";  ///< prepared corpus for text rows and bpb
   std::vector<std::string> text_domains = {"en"};
