@@ -19,31 +19,12 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "neat/hardware/detect.hpp"
+
 extern char** environ;
 
 namespace neat::data {
 namespace {
-
-// Resolves `binary` as execvp would: as given when it contains '/', else the first executable
-// PATH entry. Empty when not found.
-std::string find_executable(const std::string& binary) {
-  if (binary.empty()) return {};
-  if (binary.find('/') != std::string::npos) {
-    return ::access(binary.c_str(), X_OK) == 0 ? binary : std::string{};
-  }
-  const char* path = std::getenv("PATH");
-  std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  while (true) {
-    const auto colon = dirs.find(':');
-    std::string dir(dirs.substr(0, colon));
-    if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/" + binary;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (colon == std::string_view::npos) break;
-    dirs.remove_prefix(colon + 1);
-  }
-  return {};
-}
 
 // A directory made by mkdtemp, removed with its content on scope exit.
 class TempDir {
@@ -156,7 +137,7 @@ std::uint64_t zstd_compressed_bytes(std::span<const std::uint8_t> bytes) {
 std::optional<std::uint64_t> zpaq_compressed_bytes(std::span<const std::uint8_t> bytes,
                                                    const CompressorOptions& options,
                                                    std::string* reason) {
-  const std::string binary = find_executable(options.zpaq_binary);
+  const std::string binary = hardware::find_executable(options.zpaq_binary);
   if (binary.empty()) {
     if (reason != nullptr) {
       *reason = "zpaq binary '" + options.zpaq_binary +

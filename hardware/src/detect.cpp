@@ -275,18 +275,26 @@ void read_cpu_builtin_flags(HardwareInfo& info) {
 
 }  // namespace
 
-bool executable_on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::istringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (dir.empty()) continue;
-    const fs::path candidate = fs::path(dir) / name;
-    if (access(candidate.c_str(), X_OK) == 0) return true;
+std::string find_executable(const std::string& binary) {
+  if (binary.empty()) return {};
+  if (binary.find('/') != std::string::npos) {
+    return access(binary.c_str(), X_OK) == 0 ? binary : std::string{};
   }
-  return false;
+  const char* path = std::getenv("PATH");
+  std::string_view dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    const auto colon = dirs.find(':');
+    std::string dir(dirs.substr(0, colon));
+    if (dir.empty()) dir = ".";
+    const std::string candidate = dir + "/" + binary;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    if (colon == std::string_view::npos) break;
+    dirs.remove_prefix(colon + 1);
+  }
+  return {};
 }
+
+bool executable_on_path(const std::string& name) { return !find_executable(name).empty(); }
 
 namespace {
 

@@ -149,3 +149,27 @@ TEST(HardwareInfo, HasCpuFlagReadsNamedFlagsAndList) {
 
 }  // namespace
 }  // namespace neat::hardware
+
+namespace fs = std::filesystem;
+
+TEST(FindExecutable, ResolvesLikeExecvp) {
+  // A private PATH: an executable script in a temporary directory, then a directory without it.
+  const fs::path dir = fs::temp_directory_path() / ("neat-find-exe-" + std::to_string(::getpid()));
+  fs::create_directories(dir / "empty");
+  const fs::path tool = dir / "neat-probe-tool";
+  std::ofstream(tool) << "#!/bin/sh\nexit 0\n";
+  fs::permissions(tool, fs::perms::owner_all);
+  const char* saved = std::getenv("PATH");
+  const std::string saved_path = saved != nullptr ? saved : "";
+  ::setenv("PATH", ((dir / "empty").string() + ":" + dir.string()).c_str(), 1);
+  EXPECT_EQ(neat::hardware::find_executable("neat-probe-tool"), tool.string());
+  EXPECT_TRUE(neat::hardware::executable_on_path("neat-probe-tool"));
+  EXPECT_EQ(neat::hardware::find_executable("neat-no-such-tool"), "");
+  EXPECT_FALSE(neat::hardware::executable_on_path("neat-no-such-tool"));
+  EXPECT_EQ(neat::hardware::find_executable(""), "");
+  // With a '/', the name is taken as given: found only if it is an executable file.
+  EXPECT_EQ(neat::hardware::find_executable(tool.string()), tool.string());
+  EXPECT_EQ(neat::hardware::find_executable((dir / "empty" / "x").string()), "");
+  ::setenv("PATH", saved_path.c_str(), 1);
+  fs::remove_all(dir);
+}

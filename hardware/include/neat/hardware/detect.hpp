@@ -66,8 +66,12 @@ struct HardwareInfo {
 // sources leave their fields unknown. Runs nvidia-smi (if present), which takes up to a second.
 HardwareInfo detect_hardware();
 
-// Whether an executable file `name` is in one of the directories of $PATH (nvidia-smi,
-// gnuplot, ...).
+// Resolves `binary` as execvp(3) would: as given when it contains a '/', else the first
+// directory of $PATH (default "/usr/local/bin:/usr/bin:/bin" when unset; an empty entry is the
+// current directory) holding an executable file of that name. Empty when none is found.
+std::string find_executable(const std::string& binary);
+
+// Whether an executable file `name` is found by find_executable (nvidia-smi, gnuplot, zpaq, ...).
 bool executable_on_path(const std::string& name);
 
 // Multi-line, human-readable report (for `neat hw`); unknown values read "not available".
