@@ -27,6 +27,9 @@ import torch.nn.functional as F
 
 
 class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight over the last dimension (neat::nn::RMSNorm).
+    Also imported by bench/blt/torch_stream.py."""
+
     def __init__(self, dim, eps=1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))

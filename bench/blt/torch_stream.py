@@ -45,6 +45,10 @@ except ImportError as error:
     print(json.dumps({"available": False, "reason": str(error)}), flush=True)
     sys.exit(0)
 
+# The RMSNorm of neat::nn (shared with bench_nn's reference model).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from torch_reference import RMSNorm  # noqa: E402
+
 TOLERANCE = 1e-3  # nats
 
 
@@ -64,16 +68,6 @@ def openblas_core():
 
 def reply(obj):
     print(json.dumps(obj), flush=True)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 class Attention(nn.Module):
