@@ -134,23 +134,30 @@ CommandRunner add_mvot_commands(const CommandParents& parents) {
 
   auto* cbe = parents.app.add_subcommand(
       "codebook-eval",
-      "measure a visual codebook on the 10,000 Fashion-MNIST test images: PSNR, code "
-      "perplexity, top-code share, all-black patch share and the perplexity bound it implies");
+      "measure a visual codebook on the 10,000 Fashion-MNIST test images (or the 60,000 train "
+      "images): PSNR, code perplexity, top-code share, all-black patch share and the perplexity "
+      "bound it implies");
   auto cb_file = std::make_shared<std::string>(source_path("models/mvot/codebook.msgpack"));
   auto cb_data = std::make_shared<std::string>(std::string(mvot::kFashionMnistDir));
   cbe->add_option("--codebook", *cb_file, "codebook file")->capture_default_str();
   cbe->add_option("--data", *cb_data, "Fashion-MNIST directory")->capture_default_str();
+  auto cb_split = std::make_shared<std::string>("test");
+  cbe->add_option("--split", *cb_split, "test (t10k) or train")
+      ->check(CLI::IsMember({"test", "train"}))
+      ->capture_default_str();
 
-  return [train, gen, config, a, cbe, cb_file, cb_data]() -> std::optional<int> {
+  return [train, gen, config, a, cbe, cb_file, cb_data, cb_split]() -> std::optional<int> {
     if (*cbe) {
       const auto codebook = mvot::Codebook::load(*cb_file);
-      const auto images =
-          mvot::read_idx_images(std::filesystem::path(*cb_data) / "t10k-images-idx3-ubyte.gz");
+      const auto images = mvot::read_idx_images(
+          std::filesystem::path(*cb_data) /
+          (*cb_split == "train" ? "train-images-idx3-ubyte.gz" : "t10k-images-idx3-ubyte.gz"));
       const auto r = mvot::evaluate(codebook, images);
       nlohmann::json j;
+      j["split"] = *cb_split;
       j["codebook"] = *cb_file;
       j["k"] = codebook.size();
-      j["test_images"] = r.images;
+      j["images"] = r.images;
       j["psnr_mean_db"] = r.psnr_mean_db;
       j["psnr_of_mean_mse_db"] = r.psnr_of_mean_mse_db;
       j["code_entropy_nats"] = r.code_entropy_nats;

@@ -1,4 +1,4 @@
-// bench_mvot: images/s of VQ encoding (4x4 patches, nearest of K codes) on the 10,000
+// bench_mvot: images/s of VQ encoding (4x4 patch descriptors, nearest of K codes) on the 10,000
 // Fashion-MNIST test images with the shipped codebook: neat (assign_nearest, fused AVX-512
 // kernel) vs NumPy (numpy_encode.py, matrix product + argmin) in the same run, both on one thread
 // (NumPy's BLAS pinned with OPENBLAS_NUM_THREADS=1 / OMP_NUM_THREADS=1; on AVX-512 machines NumPy
@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
     cmd << run.env << "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " << python << ' '
         << script << ' ' << (tmp / "images.u8") << ' ' << images.count << ' '
         << (tmp / "codebook.f32") << ' ' << cb.size() << ' ' << (tmp / "codes.i32") << ' '
-        << repeats << " > " << (tmp / "numpy.txt");
+        << repeats << ' ' << cb.context().radius << ' ' << cb.context().weight << " > "
+        << (tmp / "numpy.txt");
     if (std::system(cmd.str().c_str()) != 0) continue;
     std::ifstream in(tmp / "numpy.txt");
     std::string key;
@@ -126,8 +127,10 @@ int main(int argc, char** argv) {
   // The markdown section for bench/RESULTS.md, on stdout.
   std::ostream& md = std::cout;
   md << "\n### bench_mvot\n\n"
-     << "VQ encoding of the 10,000 Fashion-MNIST test images (28x28 -> 49 codes: 4x4 patches / "
-        "255, nearest of K codebook entries by -2 x.c + ||c||^2, argmin), shipped codebook "
+     << "VQ encoding of the 10,000 Fashion-MNIST test images (28x28 -> 49 codes: descriptors of "
+        "the 4x4 patches / 255 with a context ring of radius "
+     << cb.context().radius << " weighted " << cb.context().weight << " (" << cb.centres().cols()
+     << " values), nearest of K codebook entries by -2 x.c + ||c||^2, argmin), shipped codebook "
         "`models/mvot/codebook.msgpack`. neat: `assign_nearest`, the distance products fused with "
         "the argmin in AVX-512 register tiles of 8 patches x 16 codes (no (N, K) distance matrix "
         "is stored); NumPy (`bench/mvot/numpy_encode.py`): matrix product in blocks of 4096 "

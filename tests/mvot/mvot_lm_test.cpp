@@ -159,11 +159,13 @@ TEST(InterleavedTraining, ShippedConfigLoadsWithItsBudget) {
 
 TEST(InterleavedTraining, StageConfigsOfTheShippedModelChainTheirCheckpoints) {
   // models/mvot/PROVENANCE.md: stage n+1 starts from stage n's output; only stage 1 re-initialises
-  // the image rows from the codebook; none writes into models/ (the shipped file is a copy).
+  // the image rows from the codebook; stages 1-4 code images with the plain-patch codebook
+  // (codebook_v1), stage 5 carries the model over to the shipped context-ring codebook; none
+  // writes into models/ (the shipped file is a copy).
   const fs::path root = NEAT_SOURCE_DIR;
   fs::path previous_out;
-  for (const char* name :
-       {"mvot_lm.yaml", "mvot_lm_stage2.yaml", "mvot_lm_stage3.yaml", "mvot_lm_stage4.yaml"}) {
+  for (const char* name : {"mvot_lm.yaml", "mvot_lm_stage2.yaml", "mvot_lm_stage3.yaml",
+                           "mvot_lm_stage4.yaml", "mvot_lm_stage5.yaml"}) {
     SCOPED_TRACE(name);
     const auto o = InterleavedTrainOptions::load(root / "configs/train" / name, root);
     if (previous_out.empty()) {
@@ -173,7 +175,10 @@ TEST(InterleavedTraining, StageConfigsOfTheShippedModelChainTheirCheckpoints) {
       EXPECT_EQ(o.init_model, previous_out);
       EXPECT_FALSE(o.codebook_init);
     }
-    EXPECT_EQ(o.codebook, root / "models/mvot/codebook.msgpack");
+    const bool last = std::string(name) == "mvot_lm_stage5.yaml";
+    EXPECT_EQ(o.codebook,
+              root / (last ? "models/mvot/codebook.msgpack" : "models/mvot/codebook_v1.msgpack"));
+    EXPECT_EQ(o.previous_codebook, last ? root / "models/mvot/codebook_v1.msgpack" : fs::path());
     EXPECT_NE(o.out.parent_path(), root / "models/mvot");
     previous_out = o.out;
   }

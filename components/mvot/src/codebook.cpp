@@ -63,26 +63,38 @@ RowMatrix patch_descriptors(std::span<const std::uint8_t> pixels, std::size_t co
                             const PatchContext& context) {
   const int dims = descriptor_dims(context);
   if (context.radius == 0) return image_patches(pixels, count);
-  RowMatrix x(static_cast<Eigen::Index>(count * kCodesPerImage), dims);
-  x.leftCols(kPatchDims) = image_patches(pixels, count);
-  const int r = context.radius, side = kPatchSide + 2 * r;
+  if (pixels.size() != count * kPixelsPerImage) {
+    throw std::invalid_argument("patch_descriptors: " + std::to_string(pixels.size()) +
+                                " pixels for " + std::to_string(count) + " 28x28 images");
+  }
+  // One pass per image: the ring values come from a zero-bordered copy of the image already
+  // multiplied by weight / 255, read at the ring's offsets in raster order of the window.
+  const int r = context.radius, side = kPatchSide + 2 * r, padded_side = kImageSide + 2 * r;
+  std::vector<int> ring_offsets;
+  for (int y = 0; y < side; ++y)
+    for (int xx = 0; xx < side; ++xx)
+      if (!(y >= r && y < r + kPatchSide && xx >= r && xx < r + kPatchSide))
+        ring_offsets.push_back(y * padded_side + xx);
   const float scale = context.weight / 255.0f;
+  constexpr float kScale = 1.0f / 255.0f;
+  std::vector<float> padded(static_cast<std::size_t>(padded_side * padded_side), 0.0f);
+  RowMatrix x(static_cast<Eigen::Index>(count * kCodesPerImage), dims);
   for (std::size_t i = 0; i < count; ++i) {
     const std::uint8_t* img = pixels.data() + i * kPixelsPerImage;
+    for (int y = 0; y < kImageSide; ++y)
+      for (int xx = 0; xx < kImageSide; ++xx)
+        padded[static_cast<std::size_t>((y + r) * padded_side + xx + r)] =
+            img[y * kImageSide + xx] * scale;
     for (int py = 0; py < kGrid; ++py) {
       for (int px = 0; px < kGrid; ++px) {
         float* row = x.row(static_cast<Eigen::Index>(i * kCodesPerImage + py * kGrid + px)).data();
-        int col = kPatchDims;
-        for (int y = 0; y < side; ++y) {
-          for (int xx = 0; xx < side; ++xx) {
-            const bool inside_patch =
-                y >= r && y < r + kPatchSide && xx >= r && xx < r + kPatchSide;
-            if (inside_patch) continue;
-            const int iy = py * kPatchSide + y - r, ix = px * kPatchSide + xx - r;
-            const bool in_image = iy >= 0 && iy < kImageSide && ix >= 0 && ix < kImageSide;
-            row[col++] = in_image ? img[iy * kImageSide + ix] * scale : 0.0f;
-          }
-        }
+        for (int y = 0; y < kPatchSide; ++y)
+          for (int xx = 0; xx < kPatchSide; ++xx)
+            row[y * kPatchSide + xx] =
+                img[(py * kPatchSide + y) * kImageSide + px * kPatchSide + xx] * kScale;
+        const float* window = padded.data() + py * kPatchSide * padded_side + px * kPatchSide;
+        for (std::size_t k = 0; k < ring_offsets.size(); ++k)
+          row[kPatchDims + k] = window[ring_offsets[k]];
       }
     }
   }

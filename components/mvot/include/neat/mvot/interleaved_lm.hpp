@@ -109,10 +109,10 @@ InterleavedTrainReport train_interleaved_lm(const InterleavedTrainOptions& optio
 std::pair<double, double> interleaved_cross_entropy(
     const nn::TransformerLM<float>& model, const std::vector<std::vector<std::int32_t>>& documents);
 
-/// Default sampling temperature of `neat generate`, chosen on validation seeds only (1000..1039,
-/// 2,000 samples per setting, 1-NN judge; grid and scores in models/mvot/PROVENANCE.md) for the
-/// shipped models/mvot/interleaved_lm.bf16.ckpt.
-inline constexpr double kDefaultTemperature = 0.3;
+/// Default sampling temperature of `neat generate`, chosen on validation seeds only (1000..1019,
+/// 1,000 samples per setting, 1-NN judge; grid and scores in models/mvot/PROVENANCE.md) for the
+/// shipped models/mvot/interleaved_lm.bf16.ckpt (stage 5, context-ring codebook).
+inline constexpr double kDefaultTemperature = 0.4;
 
 struct SamplingOptions {
   int samples = 1;                           ///< images to draw
