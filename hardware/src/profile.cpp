@@ -29,9 +29,10 @@ Schema component_schema() {
                  }),
              "Relative share of CPU time when components compete (weights, > 0).");
   s.optional("precision", Schema::one_of(kPrecisions).default_value("= precision"),
-             "Number format of this component's stored weights: with bf16, t2's and "
-             "blt_predict's SVD factors U, V are stored in bf16 (compute stays float32; the "
-             "byte LM itself is float32 in both).");
+             "Number format of this component's stored weights: with bf16, blt's, t2's and "
+             "blt_predict's copy of the byte LM keeps its Linear weights in bf16, and t2's and "
+             "blt_predict's SVD factors U, V are stored in bf16 (compute stays float32; titans "
+             "and mvot keep float32).");
   return s;
 }
 

@@ -149,7 +149,9 @@ struct Product {
   std::vector<std::uint16_t> bf16;  ///< (out, in) bfloat16 copy; empty: W read in place
 
   void apply(const float* x, float* y) const {
-    if (!bf16.empty()) {
+    if (linear->weight_is_bf16()) {  // stored in bfloat16 by the model itself: read in place
+      bf16_matvec(linear->weight_bf16.data(), out, in, x, y);
+    } else if (!bf16.empty()) {
       bf16_matvec(bf16.data(), out, in, x, y);
     } else {
       VecMap(y, out).noalias() =
@@ -162,7 +164,13 @@ struct Product {
 Product make_product(const Linear<float>& linear, std::int64_t out, std::int64_t in,
                      const std::string& name) {
   const Tensor<float>& w = linear.weight;
-  if (w.dim() != 2 || w.shape()[0] != out || w.shape()[1] != in || !w.is_contiguous())
+  if (linear.weight_is_bf16()) {
+    if (linear.weight_bf16.rows() != out || linear.weight_bf16.cols() != in)
+      throw std::invalid_argument("neat::nn::TokenDecoder: " + name + ".weight is bf16 (" +
+                                  std::to_string(linear.weight_bf16.rows()) + ", " +
+                                  std::to_string(linear.weight_bf16.cols()) + "), expected (" +
+                                  std::to_string(out) + ", " + std::to_string(in) + ")");
+  } else if (w.dim() != 2 || w.shape()[0] != out || w.shape()[1] != in || !w.is_contiguous())
     throw std::invalid_argument("neat::nn::TokenDecoder: " + name + ".weight is " +
                                 shape_string(w.shape()) + ", expected a dense (" +
                                 std::to_string(out) + ", " + std::to_string(in) + ")");
@@ -331,10 +339,12 @@ TokenDecoder::TokenDecoder(const TransformerLM<float>& model, DecodeWeights weig
       products.push_back(p);
   products.push_back(&m.lm_head);
   if (weights == DecodeWeights::automatic && kBf16Kernel) {
-    m.bf16 = std::all_of(products.begin(), products.end(),
-                         [](const Product* p) { return bf16_exact(p->linear->weight); });
+    m.bf16 = std::all_of(products.begin(), products.end(), [](const Product* p) {
+      return p->linear->weight_is_bf16() || bf16_exact(p->linear->weight);
+    });
     if (m.bf16)
-      for (Product* p : products) to_bf16(*p);
+      for (Product* p : products)
+        if (!p->linear->weight_is_bf16()) to_bf16(*p);
   }
   m.x = aligned_buffer(c.dim);
   m.a = aligned_buffer(c.dim);

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 #include "internal.hpp"
 
@@ -121,7 +123,33 @@ Linear<T>::Linear(int64_t in_features, int64_t out_features, bool with_bias, std
 
 template <typename T>
 Tensor<T> Linear<T>::forward(const Tensor<T>& x) const {
+  if constexpr (std::is_same_v<T, float>) {
+    if (weight_bf16.defined()) {
+      if (grad_enabled() && weight.requires_grad())
+        throw std::logic_error(
+            "neat::nn::Linear: a gradient was requested for a bfloat16-stored weight; bf16 "
+            "weights are for inference only (store the model in float32 to train it)");
+      return bf16_linear(x, weight_bf16, bias);
+    }
+  }
   return linear(x, weight, bias);
+}
+
+template <typename T>
+void Linear<T>::store_weight_bf16() {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw std::logic_error(
+        "neat::nn::Linear::store_weight_bf16: bfloat16 storage is for "
+        "Linear<float> weights only");
+  } else {
+    if (weight_bf16.defined()) return;
+    if (!weight.defined() || weight.dim() != 2)
+      throw std::logic_error("neat::nn::Linear::store_weight_bf16: the weight is not a 2-D tensor");
+    weight_bf16 = Bf16Matrix::from_float(weight);
+    const Tensor<T> nan = Tensor<T>::full({1}, std::numeric_limits<T>::quiet_NaN());
+    weight = detail::make_view(nan, weight.shape(), Shape{0, 0}, 0);
+    weight.set_requires_grad(false);
+  }
 }
 
 template <typename T>

@@ -96,7 +96,9 @@ void BltComponent::configure(const YAML::Node& config, components::Context& ctx)
   memory_tag_ = ctx.name();
   {
     nn::MemoryTag tag(memory_tag_);
-    model_ = shared_byte_lm(components::resolve_path(model_file));  // one copy per process
+    // One copy per process and precision; bf16: Linear weights in bfloat16 (issue 8).
+    model_ = shared_byte_lm(components::resolve_path(model_file),
+                            byte_lm_storage(ctx.profile().precision));
     std::int64_t context = 0;
     if (config["context"]) context = config["context"].as<std::int64_t>();
     stream_ = std::make_unique<EntropyStream>(*model_, context);

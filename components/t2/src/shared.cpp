@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "neat/blt/shared_model.hpp"
+#include "neat/nn/bf16_weights.hpp"
 #include "neat/nn/shared.hpp"
 
 namespace neat::t2 {
@@ -22,10 +23,24 @@ std::shared_ptr<const ModelFactors> shared_model_factors(const std::filesystem::
   if (ec) canonical = checkpoint;
   return nn::shared_instance<const ModelFactors>(
       "svd:" + canonical.string() + ":" + nn::dtype_name(storage), [&] {
-        const auto model = blt::shared_byte_lm(checkpoint);
+        // The byte LM in the same precision as the factors (one instance with blt and
+        // blt_predict of that precision).
+        const auto model = blt::shared_byte_lm(checkpoint, storage);
         SvdOptions options;
         options.storage = storage;
-        return std::make_shared<const ModelFactors>(ModelFactors::decompose(*model, options));
+        if (nn::count_bf16_linear_weights(*model) == 0)
+          return std::make_shared<const ModelFactors>(ModelFactors::decompose(*model, options));
+        // bf16-stored weights: each MLP matrix widened back to float32 (the values
+        // ModelFactors::decompose reads from a float32 model of a bf16 checkpoint), one at a time.
+        ModelFactors m;
+        m.names = mlp_matrix_names(*model);
+        for (const auto& block : model->blocks) {
+          for (const nn::Linear<float>* l : {&block->mlp.up, &block->mlp.down}) {
+            const nn::Bf16Matrix& w = l->weight_bf16;
+            m.factors.push_back(decompose(w.to_float().to_vector(), w.rows(), w.cols(), options));
+          }
+        }
+        return std::make_shared<const ModelFactors>(std::move(m));
       });
 }
 

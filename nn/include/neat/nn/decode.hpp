@@ -22,7 +22,9 @@
 
 namespace neat::nn {
 
-/// How a TokenDecoder holds the weights of its matrix-vector products.
+/// How a TokenDecoder holds the weights of its matrix-vector products. A Linear whose weight
+/// the model itself stores in bfloat16 (Linear::store_weight_bf16) is always read in place
+/// from that storage, with no copy, whichever is chosen.
 enum class DecodeWeights : std::uint8_t {
   /// bfloat16 copies when every weight of the model's products is exactly representable in
   /// bfloat16 (widening back gives the same float) and the build has the AVX2 or AVX-512 kernel

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "neat/nn/bf16_weights.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/nn/tensor.hpp"
 
@@ -61,14 +62,34 @@ class Module {
 
 // y = x W^T + b. x (..., in) -> (..., out); weight (out, in) as in PyTorch.
 // Init: weight N(0, init_std), bias 0.
+// Weight storage: T (`weight`, the default) or, for inference, bfloat16 (`weight_bf16`, after
+// store_weight_bf16(); products computed in float32 by bf16_linear, bf16_weights.hpp).
 template <typename T>
 class Linear : public Module<T> {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias, std::mt19937_64& rng,
          double init_std = 0.02);
+  // linear(x, weight, bias), or bf16_linear(x, weight_bf16, bias) when the weight is stored in
+  // bfloat16 (then inference only: std::logic_error when grad mode is on and x or the weight
+  // placeholder requires a gradient).
   Tensor<T> forward(const Tensor<T>& x) const;
+
+  // Rounds the weight to bfloat16 (nearest even) and stores it in weight_bf16: 2 bytes per
+  // value instead of sizeof(T), counted by memory_stats(). `weight` then becomes a shape-only
+  // placeholder: the same (out, in) shape as a broadcast view of one NaN (4 bytes, strides 0,
+  // frozen), so parameter walks (named_parameters, parameter_count) still see the parameter,
+  // code that needs a dense float weight rejects it (t2::apply_weights: not contiguous;
+  // t2::ModelFactors::decompose: not finite), and a value read through it is NaN, never a
+  // stale number. TokenDecoder reads weight_bf16 in place.
+  // Lossless for bfloat16-exact weights (bf16_representable). Only for Linear<float>:
+  // Linear<double> (gradient checks) throws std::logic_error; throws std::logic_error too for a
+  // weight that is not a 2-D tensor. A second call does nothing.
+  void store_weight_bf16();
+  bool weight_is_bf16() const { return weight_bf16.defined(); }
+
   Tensor<T> weight;
-  Tensor<T> bias;  // undefined without bias
+  Tensor<T> bias;          // undefined without bias
+  Bf16Matrix weight_bf16;  // empty unless store_weight_bf16() was called
 };
 
 // Token embedding: indices (N) shaped index_shape -> index_shape + (dim). Init N(0, init_std).

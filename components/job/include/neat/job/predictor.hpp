@@ -78,6 +78,7 @@ class Predictor : public components::Component {
   std::optional<t2::ExpertSet> experts_;
   std::shared_ptr<const t2::ModelFactors> factors_;  ///< t2::shared_model_factors
   std::shared_ptr<t2::WeightCache> cache_;           ///< t2::shared_weight_cache
+  /// float32: a full copy; bf16: own float32 MLP matrices, the rest shared with model_.
   std::unique_ptr<nn::TransformerLM<float>> adapted_;
   std::map<std::uint64_t, blt::Adaptation> early_adaptations_;  ///< before their tokens
   std::uint64_t missed_adaptations_ = 0;

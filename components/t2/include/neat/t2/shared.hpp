@@ -18,9 +18,12 @@ namespace neat::t2 {
 /// "float32" -> nn::DType::f32; throws std::invalid_argument otherwise.
 nn::DType factor_storage(const std::string& precision);
 
-/// ModelFactors::decompose of the byte LM in `checkpoint` (blt::shared_byte_lm) with U and V
-/// stored in `storage` (SvdOptions defaults otherwise), computed once per process and shared,
-/// keyed by the canonical path and the storage. Throws what load_byte_lm and decompose throw.
+/// ModelFactors::decompose of the byte LM in `checkpoint` (blt::shared_byte_lm in the same
+/// `storage`: bf16 keeps the shared model's Linear weights in bfloat16 too, and each MLP matrix
+/// is widened to float32 for its SVD) with U and V stored in `storage` (SvdOptions defaults
+/// otherwise), computed once per process and shared, keyed by the canonical path and the
+/// storage. For a bf16 checkpoint both storages decompose the same float values. Throws what
+/// load_byte_lm and decompose throw.
 std::shared_ptr<const ModelFactors> shared_model_factors(const std::filesystem::path& checkpoint,
                                                          nn::DType storage);
 
