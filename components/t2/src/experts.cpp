@@ -1,11 +1,13 @@
 // Experts, mixtures, the composed-weight cache and the application of an Adaptation.
 #include "neat/t2/experts.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <iomanip>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "neat/blt/byte_lm.hpp"
 #include "neat/nn/checkpoint.hpp"
@@ -286,14 +288,103 @@ std::uint64_t ComposedWeights::bytes() const {
   return b;
 }
 
-ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z) {
+ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z,
+                            const ComposeOptions& options, std::vector<DeltaComposeInfo>* info) {
   if (z.size() != factors.factors.size()) {
     throw std::invalid_argument("t2: expert has " + std::to_string(z.size()) + " z vectors for " +
                                 std::to_string(factors.factors.size()) + " matrices");
   }
   ComposedWeights w;
   w.matrices.resize(z.size());
-  for (std::size_t m = 0; m < z.size(); ++m) compose(factors.factors[m], z[m], w.matrices[m]);
+  if (info != nullptr) info->assign(z.size(), {});
+  for (std::size_t m = 0; m < z.size(); ++m) {
+    compose_delta(factors.factors[m], z[m], options.delta_energy, w.matrices[m],
+                  info != nullptr ? &(*info)[m] : nullptr);
+  }
+  return w;
+}
+
+ExpertBasis::ExpertBasis(const ModelFactors& factors, const ExpertSet& experts) {
+  experts.check_compatible(factors);
+  for (const auto& z : experts.experts) {
+    std::vector<std::vector<float>> d(z.size());
+    for (std::size_t m = 0; m < z.size(); ++m) {
+      const auto& f = factors.factors[m];
+      std::vector<float> w;
+      f.copy_base(w);
+      compose_delta(f, z[m], 1.0, d[m]);
+      for (std::size_t i = 0; i < d[m].size(); ++i) d[m][i] -= w[i];
+    }
+    deltas_.push_back(std::move(d));
+  }
+}
+
+std::uint64_t ExpertBasis::bytes() const {
+  std::uint64_t b = 0;
+  for (const auto& e : deltas_)
+    for (const auto& m : e) b += m.size() * sizeof(float);
+  return b;
+}
+
+ComposedWeights ExpertBasis::compose(const ModelFactors& factors,
+                                     const std::vector<double>& alpha) const {
+  if (alpha.size() != deltas_.size()) {
+    throw std::invalid_argument("t2: ExpertBasis::compose: " + std::to_string(alpha.size()) +
+                                " weights for " + std::to_string(deltas_.size()) + " experts");
+  }
+  for (std::size_t k = 0; k < alpha.size(); ++k) {
+    if (!std::isfinite(alpha[k])) {
+      throw std::invalid_argument("t2: ExpertBasis::compose: alpha[" + std::to_string(k) +
+                                  "] is not finite");
+    }
+  }
+  const std::size_t matrices = factors.factors.size();
+  for (std::size_t m = 0; m < matrices; ++m) {
+    const auto& f = factors.factors[m];
+    const auto n = static_cast<std::size_t>(f.rows * f.cols);
+    for (const auto& e : deltas_) {
+      if (e.size() != matrices || e[m].size() != n) {
+        throw std::invalid_argument("t2: ExpertBasis::compose: " + factors.names.at(m) +
+                                    " has another shape than the basis was built on");
+      }
+    }
+    if (f.base.size() != n && f.base_bf16.size() != n) {
+      throw std::invalid_argument("t2: ExpertBasis::compose: the factors of " +
+                                  factors.names.at(m) + " do not hold W");
+    }
+  }
+  ComposedWeights w;
+  w.matrices.resize(matrices);
+  const auto one_matrix = [&](std::size_t m) {
+    const auto& f = factors.factors[m];
+    const auto n = static_cast<std::size_t>(f.rows * f.cols);
+    auto& out = w.matrices[m];
+    f.copy_base(out);
+    // Blocks of 16 Ki floats (64 KiB) stay in cache while every expert's change is added, so
+    // each ΔW_k is streamed from memory once and W' is not re-read per expert.
+    constexpr std::size_t kBlock = 16384;
+    for (std::size_t at = 0; at < n; at += kBlock) {
+      const std::size_t len = std::min(kBlock, n - at);
+      float* dst = out.data() + at;
+      for (std::size_t k = 0; k < deltas_.size(); ++k) {
+        if (alpha[k] == 0.0) continue;
+        const auto a = static_cast<float>(alpha[k]);
+        const float* src = deltas_[k][m].data() + at;
+        for (std::size_t i = 0; i < len; ++i) dst[i] += a * src[i];
+      }
+    }
+  };
+  // The matrices are independent: nn::num_threads() threads take them in turn.
+  const auto threads =
+      static_cast<std::size_t>(std::clamp<int>(nn::num_threads(), 1, static_cast<int>(matrices)));
+  std::vector<std::thread> pool;
+  for (std::size_t t = 1; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (std::size_t m = t; m < matrices; m += threads) one_matrix(m);
+    });
+  }
+  for (std::size_t m = 0; m < matrices; m += threads) one_matrix(m);
+  for (auto& th : pool) th.join();
   return w;
 }
 
@@ -383,11 +474,10 @@ void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
   }
 }
 
-std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& adaptation,
-                                                        const ExpertSet& experts,
-                                                        const ModelFactors& factors,
-                                                        WeightCache& cache,
-                                                        nn::TransformerLM<float>& target) {
+std::shared_ptr<const ComposedWeights> apply_adaptation(
+    const blt::Adaptation& adaptation, const ExpertSet& experts, const ModelFactors& factors,
+    WeightCache& cache, nn::TransformerLM<float>& target, const ComposeOptions& compose,
+    const ExpertBasis* basis) {
   if (adaptation.alpha.size() != adaptation.domains.size()) {
     throw std::invalid_argument("t2: adaptation of document " + std::to_string(adaptation.doc_id) +
                                 " has " + std::to_string(adaptation.alpha.size()) +
@@ -403,8 +493,10 @@ std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& a
     }
     alpha.at(experts.domain_index(adaptation.domains[i])) += adaptation.alpha[i];
   }
-  auto weights =
-      cache.get_or_compose(alpha, [&] { return compose_all(factors, experts.mix(alpha)); });
+  auto weights = cache.get_or_compose(alpha, [&] {
+    return basis != nullptr ? basis->compose(factors, alpha)
+                            : compose_all(factors, experts.mix(alpha), compose);
+  });
   apply_weights(factors, *weights, target);
   return weights;
 }

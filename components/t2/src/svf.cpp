@@ -103,6 +103,24 @@ std::uint64_t SvfFactors::stored_bytes() const {
          4ull * static_cast<std::uint64_t>(rank);
 }
 
+void SvfFactors::copy_base(std::vector<float>& out) const {
+  const auto n = static_cast<std::size_t>(rows * cols);
+  if (base.size() == n) {
+    out.assign(base.begin(), base.end());  // one pass: no zero fill before the copy
+  } else if (base_bf16.size() == n) {
+    out.resize(n);
+    std::transform(base_bf16.begin(), base_bf16.end(), out.begin(), nn::bf16_to_float);
+  } else {
+    throw std::invalid_argument(
+        "t2: the factors do not hold the decomposed matrix W (SvfFactors::base) of " +
+        std::to_string(rows) + "x" + std::to_string(cols) + " values");
+  }
+}
+
+std::uint64_t SvfFactors::base_bytes() const {
+  return base.size() * sizeof(float) + base_bf16.size() * sizeof(std::uint16_t);
+}
+
 void svd_exact(const std::vector<double>& w, std::int64_t rows, std::int64_t cols,
                std::vector<double>& u, std::vector<double>& s, std::vector<double>& vt) {
   check_shape(w.size(), rows, cols, "svd_exact");
@@ -181,7 +199,15 @@ SvfFactors decompose_double(const std::vector<double>& w, std::int64_t rows, std
   } else {
     svd_exact(w, rows, cols, u, s, vt);
   }
-  return finish(u, s, vt, rows, cols, frob2, randomized, o);
+  auto f = finish(u, s, vt, rows, cols, frob2, randomized, o);
+  if (o.storage == nn::DType::bf16) {
+    f.base_bf16.resize(w.size());
+    std::transform(w.begin(), w.end(), f.base_bf16.begin(),
+                   [](double x) { return nn::float_to_bf16(static_cast<float>(x)); });
+  } else {
+    f.base.assign(w.begin(), w.end());
+  }
+  return f;
 }
 
 }  // namespace
@@ -213,6 +239,75 @@ void compose(const SvfFactors& f, const std::vector<float>& z, std::vector<float
               static_cast<int>(f.cols), static_cast<int>(f.rank), 1.0f, us.data(),
               static_cast<int>(f.rank), v.data(), static_cast<int>(f.rank), 0.0f, out.data(),
               static_cast<int>(f.cols));
+}
+
+void compose_delta(const SvfFactors& f, const std::vector<float>& z, double delta_energy,
+                   std::vector<float>& out, DeltaComposeInfo* info) {
+  if (static_cast<std::int64_t>(z.size()) != f.rank) {
+    throw std::invalid_argument("t2: compose_delta: z has " + std::to_string(z.size()) +
+                                " entries, the factors have rank " + std::to_string(f.rank));
+  }
+  if (!(delta_energy > 0.0 && delta_energy <= 1.0)) {
+    throw std::invalid_argument("t2: compose_delta: delta_energy must be in (0, 1], got " +
+                                std::to_string(delta_energy));
+  }
+  // d_i = σ_i (z_i − 1); the components in decreasing |d_i| until delta_energy of Σ d_i².
+  std::vector<double> d(static_cast<std::size_t>(f.rank));
+  double total = 0.0;
+  for (std::int64_t i = 0; i < f.rank; ++i) {
+    if (!std::isfinite(z[i])) {
+      throw std::invalid_argument("t2: compose_delta: z[" + std::to_string(i) + "] is not finite");
+    }
+    d[i] = double(f.singular_values[i]) * (double(z[i]) - 1.0);
+    total += d[i] * d[i];
+  }
+  std::vector<std::int64_t> order(static_cast<std::size_t>(f.rank));
+  for (std::int64_t i = 0; i < f.rank; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int64_t a, std::int64_t b) { return std::abs(d[a]) > std::abs(d[b]); });
+  std::vector<std::int64_t> kept;
+  double energy = 0.0;
+  for (const auto i : order) {
+    if (d[i] == 0.0) break;  // the rest changes nothing
+    if (delta_energy < 1.0 && energy >= delta_energy * total) break;
+    kept.push_back(i);
+    energy += d[i] * d[i];
+  }
+  std::sort(kept.begin(), kept.end());  // gather in storage order
+  const auto r = static_cast<std::int64_t>(kept.size());
+  f.copy_base(out);  // W; throws when the factors do not hold it
+  if (r > 0) {
+    // U_r diag(d_r) (rows x r) and V_r (cols x r), gathered from the stored precision into
+    // per-thread scratch reused across calls (no fresh pages per composition).
+    thread_local std::vector<float> ud, vr;
+    ud.resize(static_cast<std::size_t>(f.rows * r));
+    vr.resize(static_cast<std::size_t>(f.cols * r));
+    const bool bf16 = f.storage == nn::DType::bf16;
+    for (std::int64_t row = 0; row < f.rows; ++row) {
+      float* dst = ud.data() + row * r;
+      const std::int64_t at = row * f.rank;
+      for (std::int64_t j = 0; j < r; ++j) {
+        const auto i = kept[j];
+        const float u = bf16 ? nn::bf16_to_float(f.u_bf16[at + i]) : f.u_f32[at + i];
+        dst[j] = u * static_cast<float>(d[i]);
+      }
+    }
+    for (std::int64_t col = 0; col < f.cols; ++col) {
+      float* dst = vr.data() + col * r;
+      const std::int64_t at = col * f.rank;
+      for (std::int64_t j = 0; j < r; ++j)
+        dst[j] = bf16 ? nn::bf16_to_float(f.v_bf16[at + kept[j]]) : f.v_f32[at + kept[j]];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(f.rows),
+                static_cast<int>(f.cols), static_cast<int>(r), 1.0f, ud.data(), static_cast<int>(r),
+                vr.data(), static_cast<int>(r), 1.0f, out.data(), static_cast<int>(f.cols));
+  }
+  if (info != nullptr) {
+    info->components = r;
+    info->delta_norm = std::sqrt(total);
+    info->energy_kept = total > 0.0 ? std::min(1.0, energy / total) : 1.0;
+    info->error_bound = std::sqrt(std::max(0.0, 1.0 - info->energy_kept));
+  }
 }
 
 std::vector<double> compose(const std::vector<double>& u, const std::vector<double>& sigma,

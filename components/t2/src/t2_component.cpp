@@ -27,6 +27,14 @@ config::Schema T2Component::schema() {
                 "byte LM whose MLP matrices the experts adapt")
       .optional("compose", Schema::boolean().default_value("true"),
                 "compose the adapted weights of each decision into the cache")
+      .optional("compose_delta_energy", Schema::number(1e-6, 1).default_value("0.999999"),
+                "p: compose W + U_r diag(sigma (z - 1))_r V_r^T over the fewest components "
+                "holding this fraction of the change's energy (1: exact; default: relative "
+                "error of the change <= 1e-3)")
+      .optional("expert_basis", Schema::boolean().default_value("true"),
+                "precompute each expert's change of the MLP matrices once, so that a mixture is "
+                "W + sum_k alpha_k dW_k (exact, no matrix product; 4 bytes x experts x MLP "
+                "weights); skipped when larger than the cache's share of the memory budget")
       .optional("input", Schema::string().default_value("blt.doc_embedding"),
                 "topic of DocEmbedding messages")
       .optional("output", Schema::string().default_value("t2.adaptation"),
@@ -69,7 +77,10 @@ blt::Adaptation T2Component::decide(std::uint64_t doc_id, const std::vector<floa
   a.alpha = cls.alpha;
   if (factors_) {
     const auto t0 = std::chrono::steady_clock::now();
-    cache_->get_or_compose(a.alpha, [&] { return compose_all(*factors_, experts_->mix(a.alpha)); });
+    cache_->get_or_compose(a.alpha, [&] {
+      return basis_ ? basis_->compose(*factors_, a.alpha)
+                    : compose_all(*factors_, experts_->mix(a.alpha), compose_options_);
+    });
     compose_ms_sum_ +=
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++composed_;
@@ -88,6 +99,10 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
   if (config["experts"]) experts_file = config["experts"].as<std::string>();
   if (config["base_model"]) base_file = config["base_model"].as<std::string>();
   if (config["compose"]) compose = config["compose"].as<bool>();
+  bool expert_basis = true;
+  if (config["compose_delta_energy"])
+    compose_options_.delta_energy = config["compose_delta_energy"].as<double>();
+  if (config["expert_basis"]) expert_basis = config["expert_basis"].as<bool>();
   if (config["input"]) input_ = config["input"].as<std::string>();
   if (config["output"]) output_ = config["output"].as<std::string>();
   if (config["stats_topic"]) stats_topic_ = config["stats_topic"].as<std::string>();
@@ -108,15 +123,32 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
     const auto base = components::resolve_path(base_file);
     factors_ = shared_model_factors(base, factor_storage(precision_));
     experts_->check_compatible(*factors_);
+    // The expert basis makes a composition a copy plus axpys; it costs experts x the MLP
+    // weights, kept only within the cache's share of the run's memory budget (if any).
+    std::uint64_t basis_bytes = 0;
+    for (const auto& f : factors_->factors) basis_bytes += 4ull * f.rows * f.cols;
+    basis_bytes *= experts_->experts.size();
+    if (expert_basis &&
+        (ctx.profile().memory_budget_bytes == 0 ||
+         basis_bytes <= ctx.profile().memory_budget_bytes / kWeightCacheBudgetDivisor)) {
+      basis_.emplace(*factors_, *experts_);
+    } else if (expert_basis) {
+      ctx.log().info(
+          "t2: expert basis ({} bytes) exceeds the cache's budget share; composing "
+          "with p = {}",
+          basis_bytes, compose_options_.delta_energy);
+    }
     cache_ = shared_weight_cache(
         components::resolve_path(experts_file).string() + "|" + base.string() + "|" + precision_,
         cache_options);
   } else {
     cache_ = std::make_shared<WeightCache>(cache_options);
   }
-  ctx.log().info("t2: {} experts, {} dispatch classes, compose {}, factors {}, cache {} bytes",
-                 experts_->domains.size(), experts_->classes.size(), compose, precision_,
-                 cache_options.max_bytes);
+  ctx.log().info(
+      "t2: {} experts, {} dispatch classes, compose {}, factors {}, cache {} bytes, expert "
+      "basis {} bytes, p {}",
+      experts_->domains.size(), experts_->classes.size(), compose, precision_,
+      cache_options.max_bytes, basis_ ? basis_->bytes() : 0, compose_options_.delta_energy);
   bus::subscribe<blt::DocEmbedding>(
       ctx.node(), input_, [this, &ctx](const blt::DocEmbedding& doc, const bus::Message& m) {
         const auto where = "document " + std::to_string(doc.doc_id) + " (" + doc.path + ")";
@@ -174,7 +206,9 @@ nlohmann::json T2Component::stats() const {
                                                    return b;
                                                  }()}}
                                : nlohmann::json()},
-          {"cache_bytes", cache_->stats().bytes}};
+          {"cache_bytes", cache_->stats().bytes},
+          {"expert_basis_bytes", basis_ ? basis_->bytes() : 0},
+          {"compose_delta_energy", compose_options_.delta_energy}};
 }
 
 }  // namespace neat::t2

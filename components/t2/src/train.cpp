@@ -62,6 +62,9 @@ config::Schema T2TrainOptions::schema() {
                 "lambda of CE + lambda KL(adapted || base)")
       .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
                 "validation bytes per domain scored before and after")
+      .optional("eval_every", Schema::integer(0, 100000000).default_value("0"),
+                "also score the validation bits per byte every this many steps (0: only at the "
+                "end); logged in train_log.csv")
       .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
       .optional("threads", Schema::integer(0, 4096).default_value("1"), "0: all cores");
   auto dispatch =
@@ -120,6 +123,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
+    if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
     if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
     if (t["threads"]) o.threads = t["threads"].as<int>();
   }
@@ -151,6 +155,10 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
 }
 
 namespace {
+
+// Training, CEM and evaluation compose W' exactly (p = 1): the gradient and the scores are those
+// of the expert itself, not of the runtime's adaptive precision.
+const ComposeOptions kExact{1.0};
 
 std::string file_sha256(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -204,7 +212,8 @@ struct DomainRun {
 
 DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& base,
                        nn::TransformerLM<float>& adapted, const ModelFactors& factors,
-                       const std::vector<std::int32_t>& stream, std::ostream& progress,
+                       const std::vector<std::int32_t>& stream,
+                       const std::vector<std::vector<std::uint8_t>>& val, std::ostream& progress,
                        std::ostream& log, const std::string& domain, std::uint64_t seed) {
   const auto start = Clock::now();
   const std::int64_t B = o.batch, T = o.seq_len;
@@ -231,7 +240,7 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
       nn::NoGradGuard no_grad;
       ExpertVector zv;
       for (const auto& t : z) zv.push_back(t.to_vector());
-      apply_weights(factors, compose_all(factors, zv), adapted);
+      apply_weights(factors, compose_all(factors, zv, kExact), adapted);
     }
     std::vector<std::int32_t> in, target;
     in.reserve(static_cast<std::size_t>(B * T));
@@ -265,7 +274,18 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
     run.final_loss = ce.item();
     run.final_kl = kl.item();
     log << domain << ',' << step + 1 << ',' << run.final_loss << ',' << run.final_kl << ',' << norm
-        << ',' << opt.lr() << '\n';
+        << ',' << opt.lr() << ',';
+    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
+      // The validation curve: z after this step, composed into the copy, scored without a graph.
+      nn::NoGradGuard no_grad;
+      ExpertVector zv;
+      for (const auto& t : z) zv.push_back(t.to_vector());
+      apply_weights(factors, compose_all(factors, zv, kExact), adapted);
+      const double bpb = blt::bits_per_byte(adapted, val, o.eval_bytes);
+      log << bpb;
+      progress << "t2 " << domain << " step " << step + 1 << ": val bits/byte " << bpb << "\n";
+    }
+    log << '\n' << std::flush;
     if ((step + 1) % 25 == 0 || step + 1 == o.steps) {
       progress << "t2 " << domain << " step " << step + 1 << "/" << o.steps << " ce "
                << std::setprecision(4) << run.final_loss << " nats, kl " << run.final_kl
@@ -301,14 +321,14 @@ nlohmann::json fewshot_mixture(const T2TrainOptions& o, const data::Manifest& ma
                                          std::min<std::uint64_t>(doc.size(), o.fewshot_bytes)));
   }
   const auto objective = [&](const std::vector<double>& a) {
-    apply_weights(factors, compose_all(factors, set.mix(a)), adapted);
+    apply_weights(factors, compose_all(factors, set.mix(a), kExact), adapted);
     return -blt::bits_per_byte(adapted, shots);
   };
   const double base_shots = blt::bits_per_byte(base, shots);
   const auto cem = cem_search(set.domains.size(), objective, o.cem);
   const auto val = split_bytes(manifest, domain, data::Split::kVal);
   const double base_bpb = blt::bits_per_byte(base, val, o.eval_bytes);
-  apply_weights(factors, compose_all(factors, set.mix(cem.alpha)), adapted);
+  apply_weights(factors, compose_all(factors, set.mix(cem.alpha), kExact), adapted);
   const double mix_bpb = blt::bits_per_byte(adapted, val, o.eval_bytes);
   alpha = cem.alpha;
   const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
@@ -459,7 +479,7 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
   set.domains = o.domains;
   std::filesystem::create_directories(o.out_dir);
   std::ofstream log(o.out_dir / "train_log.csv");
-  log << "domain,step,ce_nats,kl_nats,grad_norm,lr\n";
+  log << "domain,step,ce_nats,kl_nats,grad_norm,lr,val_bits_per_byte\n";
   nlohmann::json scores = nlohmann::json::object();
   for (std::size_t d = 0; d < o.domains.size(); ++d) {
     const auto& domain = o.domains[d];
@@ -471,9 +491,9 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
     }
     const auto val = split_bytes(manifest, domain, data::Split::kVal);
     const double base_bpb = blt::bits_per_byte(*base, val, o.eval_bytes);
-    auto run =
-        train_domain(o, *base, *adapted, factors, stream, progress, log, domain, o.seed + 1000 * d);
-    apply_weights(factors, compose_all(factors, run.z), *adapted);
+    auto run = train_domain(o, *base, *adapted, factors, stream, val, progress, log, domain,
+                            o.seed + 1000 * d);
+    apply_weights(factors, compose_all(factors, run.z, kExact), *adapted);
     const double expert_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
     progress << "t2 " << domain << ": val bits/byte base " << base_bpb << " -> expert "
              << expert_bpb << " (" << run.seconds << " s)\n";
@@ -596,7 +616,7 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
     double base_bpb = 0.0, expert_bpb = 0.0;
     if (!o.id_only) {
       base_bpb = blt::bits_per_byte(*base, docs, o.eval_bytes);
-      apply_weights(factors, compose_all(factors, experts.mix(cls.alpha)), *adapted);
+      apply_weights(factors, compose_all(factors, experts.mix(cls.alpha), kExact), *adapted);
       expert_bpb = blt::bits_per_byte(*adapted, docs, o.eval_bytes);
     }
     const double accuracy = docs.empty() ? 0.0 : double(correct) / double(docs.size());

@@ -104,7 +104,46 @@ struct ComposedWeights {
   std::vector<std::vector<float>> matrices;
   std::uint64_t bytes() const;
 };
-ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z);
+/// How compose_all() composes W'.
+struct ComposeOptions {
+  /// p of compose_delta(): the fraction of each matrix's ‖ΔW‖_F² kept. The default, 1, is exact,
+  /// so that every caller (t2, blt_predict in another process, training, evaluation) composes the
+  /// same weights; the t2 component passes its `compose_delta_energy` (default
+  /// kDefaultDeltaEnergy: relative error of every matrix's change ≤ 1e-3) when it has no
+  /// ExpertBasis.
+  double delta_energy = 1.0;
+};
+/// W' = W + U_r diag(σ ⊙ (z − 1))_r V_rᵀ for every matrix (compose_delta(), Sun et al. eq. 1),
+/// with options.delta_energy; `info`, if given, receives what each matrix kept. Throws
+/// std::invalid_argument when z does not match the factors (count or ranks).
+ComposedWeights compose_all(const ModelFactors& factors, const ExpertVector& z,
+                            const ComposeOptions& options = {},
+                            std::vector<DeltaComposeInfo>* info = nullptr);
+
+/// The experts' changes of every matrix, composed once: ΔW_{k,m} = U_m diag(σ_m ⊙ (z_{k,m} − 1))
+/// V_mᵀ (f32, compose_delta() with p = 1). W' is linear in z (Sun et al. eq. 1), so the mixture
+/// z' = α_0·1 + Σ_k α_k z_k with α_0 = 1 − Σ_k α_k (ExpertSet::mix()) has
+///   W'_m = W_m + Σ_k α_k ΔW_{k,m}
+/// exactly (up to float rounding): composing any mixture costs a copy of W and one axpy per
+/// non-zero α_k (memory-bound, no product of inner dimension rank). Holds experts x Σ_m rows·cols
+/// floats (40 MiB for five experts of the shipped byte LM).
+class ExpertBasis {
+ public:
+  /// Composes every expert of `experts` on `factors` (checked compatible; throws
+  /// std::invalid_argument otherwise).
+  ExpertBasis(const ModelFactors& factors, const ExpertSet& experts);
+  /// W' for the expert weights α (one per expert, in ExpertSet::domains order; the identity
+  /// takes 1 − Σ α) on the same `factors` it was built from; the matrices are shared out over
+  /// nn::num_threads() threads. Throws std::invalid_argument when α has the wrong length or a
+  /// non-finite value, or the factors' shapes differ or do not hold W.
+  ComposedWeights compose(const ModelFactors& factors, const std::vector<double>& alpha) const;
+  std::size_t experts() const { return deltas_.size(); }
+  /// Bytes of the stored changes.
+  std::uint64_t bytes() const;
+
+ private:
+  std::vector<std::vector<std::vector<float>>> deltas_;  ///< [expert][matrix] rows x cols
+};
 
 struct WeightCacheOptions {
   std::size_t max_entries = 8;             ///< LRU capacity in entries
@@ -156,15 +195,16 @@ std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<flo
 void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
                    nn::TransformerLM<float>& target);
 /// Pass 2 for one document: α of `adaptation` (over adaptation.domains, matched by name to the
-/// expert set) → z' = (1 − Σ α)·1 + Σ α_k z_k (mix()) → W' for every MLP matrix through `cache` →
+/// expert set) → z' = (1 − Σ α)·1 + Σ α_k z_k (mix()) → W' for every MLP matrix through `cache`
+/// (composed on a miss by `basis` when given, an ExpertBasis of these experts and factors, else
+/// by compose_all() with `compose`) →
 /// written into `target` (a copy of the base model that the caller owns, e.g. from copy_model).
 /// Returns the weights used. Throws std::invalid_argument for an unknown domain or a mismatch of
 /// lengths.
-std::shared_ptr<const ComposedWeights> apply_adaptation(const blt::Adaptation& adaptation,
-                                                        const ExpertSet& experts,
-                                                        const ModelFactors& factors,
-                                                        WeightCache& cache,
-                                                        nn::TransformerLM<float>& target);
+std::shared_ptr<const ComposedWeights> apply_adaptation(
+    const blt::Adaptation& adaptation, const ExpertSet& experts, const ModelFactors& factors,
+    WeightCache& cache, nn::TransformerLM<float>& target, const ComposeOptions& compose = {},
+    const ExpertBasis* basis = nullptr);
 
 /// Task embedding (pass 1): mean over the first `positions` tokens (BOS + bytes) of the
 /// model's final hidden states norm_f(x_L), [dim]. The same quantity blt publishes on

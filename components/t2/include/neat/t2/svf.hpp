@@ -3,7 +3,10 @@
 // size threshold, the randomized SVD of Halko, Martinsson & Tropp 2011 (Algorithm 4.4: Gaussian
 // range finder with oversampling and power iterations, then the SVD of the small projection);
 // rank truncation to an energy fraction p; the adapted matrix W' = U diag(σ ⊙ z) Vᵀ (eq. 1 of
-// the paper's SVF) and its gradient with respect to the expert vector z.
+// the paper's SVF) and its gradient with respect to the expert vector z; the same W' composed as
+// the base plus the low-rank change, W' = W + U diag(σ ⊙ (z − 1)) Vᵀ, over the fewest
+// components that hold a fraction p of the change's energy (adaptive precision of the
+// composition, with the error bound √(1 − p) relative to the change).
 // Invariant: U (rows x rank) and V (cols x rank) have orthonormal columns up to their storage
 // precision (f32 or bf16), singular values are non-negative and non-increasing.
 #pragma once
@@ -34,7 +37,13 @@ struct SvfFactors {
   nn::DType storage = nn::DType::f32;  ///< dtype of u and v below
   std::vector<float> u_f32, v_f32;     ///< U (rows x rank), V (cols x rank), row-major, if f32
   std::vector<std::uint16_t> u_bf16, v_bf16;  ///< the same in bf16, if storage == bf16
-  bool randomized = false;                    ///< computed by the randomized SVD
+  /// W itself as decomposed (rows x cols, row-major): the start of compose_delta(), which adds
+  /// only the change U diag(σ ⊙ (z − 1)) Vᵀ to it. In `base` (f32) for f32 storage, in
+  /// `base_bf16` for bf16 storage (lossless for a bf16 checkpoint, whose weights are bf16
+  /// values; rounded otherwise, like U and V). Not counted in stored_bytes().
+  std::vector<float> base;
+  std::vector<std::uint16_t> base_bf16;
+  bool randomized = false;  ///< computed by the randomized SVD
   double energy_kept = 1.0;  ///< Σ_{i<rank} σ_i² / ‖W‖_F² (the fraction of spectral energy held)
 
   /// U and V widened to f32 (a copy for bf16 storage, the stored vector otherwise).
@@ -42,6 +51,11 @@ struct SvfFactors {
   std::vector<float> v() const;
   /// Bytes of the stored factors: (rows + cols) x rank x dtype size + 4 x rank.
   std::uint64_t stored_bytes() const;
+  /// W widened to f32 into `out` (resized to rows x cols). Throws std::invalid_argument when
+  /// neither base nor base_bf16 holds rows x cols values.
+  void copy_base(std::vector<float>& out) const;
+  /// Bytes of the stored W: rows x cols x (4 or 2).
+  std::uint64_t base_bytes() const;
 };
 
 /// Decomposes W (rows x cols, row-major, any finite values) in double precision. Exact SVD via
@@ -72,6 +86,35 @@ void svd_randomized(const std::vector<double>& w, std::int64_t rows, std::int64_
 /// z has length rank (z = 1 gives back the decomposed W up to truncation and storage rounding).
 /// Throws std::invalid_argument when z.size() != rank.
 void compose(const SvfFactors& f, const std::vector<float>& z, std::vector<float>& out);
+
+/// Default p of compose_delta(): the kept components hold 1 − 1e-6 of ‖ΔW‖_F², so the change is
+/// composed with a relative error ‖ΔW_p − ΔW‖_F / ‖ΔW‖_F ≤ √(1e-6) = 1e-3.
+inline constexpr double kDefaultDeltaEnergy = 1.0 - 1e-6;
+
+/// What compose_delta() kept (one matrix).
+struct DeltaComposeInfo {
+  std::int64_t components = 0;  ///< r: components i with σ_i (z_i − 1) composed
+  double delta_norm = 0.0;   ///< ‖ΔW‖_F = √(Σ_i σ_i² (z_i − 1)²) over all components
+  double energy_kept = 1.0;  ///< Σ_kept σ_i² (z_i − 1)² / ‖ΔW‖_F² (1 when ΔW = 0)
+  /// √(1 − energy_kept): bound on ‖ΔW_p − ΔW‖_F / ‖ΔW‖_F (exact when U and V are orthonormal).
+  double error_bound = 0.0;
+};
+
+/// W' = W + U_r diag(d_r) V_rᵀ with d_i = σ_i (z_i − 1), into `out` (rows x cols, f32,
+/// resized): W (SvfFactors::copy_base) is copied and only the change is multiplied, over the fewest
+/// components r, taken by decreasing |d_i|, whose Σ d_i² is at least delta_energy · ‖ΔW‖_F²
+/// (ties: lower index first). Since ‖U_r diag(d_r) V_rᵀ − U diag(d) Vᵀ‖_F² = Σ_dropped d_i² for
+/// orthonormal U and V, the composed change has relative error ≤ √(1 − delta_energy)
+/// (DeltaComposeInfo::error_bound gives the achieved one). delta_energy = 1 keeps every
+/// component with z_i ≠ 1 and is exact: W' = U diag(σ ⊙ z) Vᵀ up to the decomposition's own
+/// reconstruction error (compose(), with W in place of U diag(σ) Vᵀ). Cost: a memcpy of W plus
+/// one sgemm of inner dimension r (compose(): inner dimension rank). Same equation as compose()
+/// (Sun et al. eq. 1), rewritten as W + U diag(σ ⊙ (z − 1)) Vᵀ.
+/// Throws std::invalid_argument when z.size() != rank, z is not finite, W is missing or
+/// delta_energy is outside (0, 1].
+void compose_delta(const SvfFactors& f, const std::vector<float>& z, double delta_energy,
+                   std::vector<float>& out, DeltaComposeInfo* info = nullptr);
+
 /// The same in double from double factors (gradient checks): u (rows x r), v (cols x r).
 std::vector<double> compose(const std::vector<double>& u, const std::vector<double>& sigma,
                             const std::vector<double>& v, const std::vector<double>& z,

@@ -45,8 +45,9 @@ struct T2Stats {
 
 class T2Component : public components::Component {
  public:
-  /// `config:` keys: experts, base_model, compose, input, output, stats_topic, stats_every,
-  /// temperature, center, cache {max_entries, max_bytes, ttl_seconds}.
+  /// `config:` keys: experts, base_model, compose, compose_delta_energy, expert_basis, input,
+  /// output, stats_topic, stats_every, temperature, center, cache {max_entries, max_bytes,
+  /// ttl_seconds}.
   static config::Schema schema();
   /// Loads the experts (and, with compose, the base model and its SVD); throws
   /// std::runtime_error when a file is missing or does not match.
@@ -78,6 +79,10 @@ class T2Component : public components::Component {
   std::shared_ptr<const ModelFactors> factors_;
   std::shared_ptr<WeightCache> cache_ = std::make_shared<WeightCache>();
   std::string precision_ = "float32";
+  /// Precision of compose_all() when there is no expert basis (compose_delta_energy).
+  ComposeOptions compose_options_{kDefaultDeltaEnergy};
+  /// The experts' changes, composed once (expert_basis): a decision's weights are W + Σ α_k ΔW_k.
+  std::optional<ExpertBasis> basis_;
   T2Stats stats_;
   double confidence_sum_ = 0.0, compose_ms_sum_ = 0.0;
   std::uint64_t composed_ = 0;

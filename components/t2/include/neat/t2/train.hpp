@@ -43,6 +43,7 @@ struct T2TrainOptions {
   std::vector<double> whitening_shrinkage = {0.01, 0.1, 1.0};
   double temperature = 0.02;         ///< softmax temperature of the dispatch confidence
   std::uint64_t eval_bytes = 16384;  ///< validation bytes per domain for the gain
+  std::int64_t eval_every = 0;  ///< validation bits per byte every this many steps (0: end only)
   std::uint64_t seed = 1;
   int threads = 1;
   std::filesystem::path out_dir = "models/t2";
