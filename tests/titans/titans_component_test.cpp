@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -48,6 +49,10 @@ titans::MemoryConfig memory_config() {
   m.seed = 11;
   return m;
 }
+
+// The token of patch i in the test documents (patches of one byte): read by MAG models with
+// byte values.
+std::int32_t byte_at(std::uint64_t i) { return static_cast<std::int32_t>((i * 37 + 11) % 256); }
 
 std::vector<float> random_latents(std::int64_t n, std::mt19937_64& rng) {
   std::normal_distribution<float> normal;
@@ -105,6 +110,7 @@ struct Rig {
       p.starts.push_back(static_cast<std::uint64_t>(first + i));
       p.lengths.push_back(1);
       p.mean_entropy.push_back(1.0f);
+      p.tokens.push_back(byte_at(first + i));
     }
     bus::publish(source, "blt.patches", p,
                  {bus::TensorOut::from_vector("latents", bus::DType::f32, {n, cols}, x)});
@@ -341,11 +347,14 @@ TEST(TitansComponentBus, MagModelPublishesTheReadoutsOfTheWholeDocumentUnderGran
   // push gives the rows of mag_readouts: TitansMag.StreamInSlicesEqualsTheWholeDocumentReadouts).
   const titans::MagModel model = titans::load_mag_model(config["model"].as<std::string>());
   nn::NoGradGuard no_grad;
+  std::vector<std::uint32_t> lengths(static_cast<std::size_t>(n), 1);
+  std::vector<std::int32_t> tokens;
+  for (std::int64_t i = 0; i < n; ++i) tokens.push_back(byte_at(static_cast<std::uint64_t>(i)));
   auto whole = [&](double factor) {
-    titans::MagStream<float> stream(*model.memory);
+    titans::MagStream<float> stream(*model.memory, &model.values);
     stream.start_document(1);
     return stream
-        .push(nn::Tensorf::from_vector({n, mc.input_dim}, x),
+        .push(nn::Tensorf::from_vector({n, mc.input_dim}, x), lengths, tokens,
               [factor](const titans::ChunkReport&) { return factor; })
         .to_vector();
   };
@@ -369,11 +378,72 @@ TEST(TitansComponent, MagSnapshotMidDocumentReproducesTheRest) {
     return v;
   };
   const auto a = latents(mc.chunk + 9), b = latents(2 * mc.chunk);
-  rig.titans.process(rig.context, 7, false, a, mc.chunk + 9);
+  auto lengths = [](std::int64_t n) {
+    return std::vector<std::uint32_t>(static_cast<std::size_t>(n), 1);
+  };
+  auto tokens = [](std::int64_t first, std::int64_t n) {
+    std::vector<std::int32_t> t;
+    for (std::int64_t i = first; i < first + n; ++i) t.push_back(byte_at(i));
+    return t;
+  };
+  const std::int64_t na = mc.chunk + 9, nb = 2 * mc.chunk;
+  rig.titans.process(rig.context, 7, false, a, na, lengths(na), tokens(0, na));
   const std::string snap = rig.titans.snapshot();
-  const auto y1 = rig.titans.process(rig.context, 7, true, b, 2 * mc.chunk);
+  const auto y1 = rig.titans.process(rig.context, 7, true, b, nb, lengths(nb), tokens(na, nb));
   rig.titans.restore(snap);
-  const auto y2 = rig.titans.process(rig.context, 7, true, b, 2 * mc.chunk);
+  const auto y2 = rig.titans.process(rig.context, 7, true, b, nb, lengths(nb), tokens(na, nb));
   EXPECT_EQ(y1, y2);
   EXPECT_THROW(rig.titans.restore("not msgpack"), std::runtime_error);
+}
+
+TEST(TitansComponent, MagByteValuesReadTheSliceTokensAndTravelInSnapshots) {
+  // A MAG model with byte ("copy") values: the node embeds the tokens the next patch predicts
+  // (blt.patches lengths and tokens), the unwritten patches' tokens travel in snapshots, and a
+  // slice whose lengths do not match its tokens is rejected and counted, the memory unchanged.
+  titans::MemoryConfig mc = memory_config();
+  titans::MagModel model;
+  model.memory_config = mc;
+  model.memory = std::make_unique<titans::NeuralMemory<float>>(mc);
+  model.injection = titans::MagInjection<float>::init({1, 32, kDim, 4}, 5);
+  model.values = titans::ByteValues<float>::init(4, 300, kIn, 6);
+  const auto dir = std::filesystem::temp_directory_path() / "neat_titans_component_bytes";
+  std::filesystem::create_directories(dir);
+  titans::save_mag_model(dir / "mag.ckpt", model);
+  YAML::Node config;
+  config["model"] = (dir / "mag.ckpt").string();
+  Rig rig(config);
+  std::mt19937_64 rng(8);
+  const std::int64_t na = mc.chunk + 9, nb = 2 * mc.chunk;
+  const auto a = random_latents(na, rng), b = random_latents(nb, rng);
+  std::vector<std::uint32_t> la, lb;
+  std::vector<std::int32_t> ta, tb;
+  for (std::int64_t i = 0; i < na; ++i) {
+    la.push_back(1 + static_cast<std::uint32_t>(i % 3));
+    for (std::uint32_t k = 0; k < la.back(); ++k)
+      ta.push_back(static_cast<std::int32_t>(rng() % 256));
+  }
+  for (std::int64_t i = 0; i < nb; ++i) {
+    lb.push_back(2);
+    for (int k = 0; k < 2; ++k) tb.push_back(static_cast<std::int32_t>(rng() % 256));
+  }
+  rig.titans.process(rig.context, 3, false, a, na, la, ta);
+  const std::string snap = rig.titans.snapshot();
+  const auto y1 = rig.titans.process(rig.context, 3, true, b, nb, lb, tb);
+  rig.titans.restore(snap);
+  auto bad = tb;
+  bad.pop_back();
+  const auto before = rig.titans.state().weights[0].to_vector();
+  EXPECT_THROW(rig.titans.process(rig.context, 3, true, b, nb, lb, bad), bus::PayloadError);
+  EXPECT_THROW(rig.titans.process(rig.context, 3, true, b, nb, {}, {}), bus::PayloadError);
+  EXPECT_EQ(rig.titans.state().weights[0].to_vector(), before);
+  EXPECT_EQ(rig.titans.current_stats().rejected, 2u);
+  const auto y2 = rig.titans.process(rig.context, 3, true, b, nb, lb, tb);
+  EXPECT_EQ(y1, y2);
+  // Other tokens give other readouts (the values carry the bytes).
+  auto other = tb;
+  for (auto& t : other) t = (t + 1) % 256;
+  rig.titans.restore(snap);
+  const auto y3 = rig.titans.process(rig.context, 3, true, b, nb, lb, other);
+  EXPECT_NE(y1, y3);
+  std::filesystem::remove_all(dir);
 }

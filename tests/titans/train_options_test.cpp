@@ -1,6 +1,7 @@
 // `neat train titans` options: the shipped config loads with its values, `init` (warm start
 // from a MAG checkpoint) is read, and a warm start whose shapes do not match the config is
-// rejected with an error naming both, before any corpus is read.
+// rejected with an error naming both, before any corpus is read; copy values (`values: bytes`)
+// need `offsets`.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -58,4 +59,19 @@ TEST(TitansTrainOptions, WarmStartWithOtherShapesIsRejected) {
     EXPECT_NE(what.find("128"), std::string::npos) << what;
     EXPECT_NE(what.find("64"), std::string::npos) << what;
   }
+}
+
+TEST(TitansTrainOptions, CopyValuesConfigLoadsAndNeedsOffsets) {
+  const auto o = titans::TitansTrainOptions::load(fs::path(NEAT_SOURCE_DIR) /
+                                                  "models/titans/finetune_copy.yaml");
+  EXPECT_TRUE(o.byte_values);
+  EXPECT_EQ(o.offsets, 8);
+  const auto plain =
+      titans::TitansTrainOptions::load(fs::path(NEAT_SOURCE_DIR) / "configs/train/titans.yaml");
+  EXPECT_FALSE(plain.byte_values);
+  EXPECT_EQ(plain.offsets, 0);
+  EXPECT_THROW(titans::TitansTrainOptions::load(write_config("bytes.yaml", "values: bytes\n")),
+               config::ConfigError);
+  EXPECT_THROW(titans::TitansTrainOptions::load(write_config("kind.yaml", "values: words\n")),
+               config::ConfigError);
 }

@@ -1,6 +1,7 @@
 // MAG injection of the Titans memory readout into the frozen byte LM (Behrouz et al. 2024,
 // §4.2): patching and latents from the byte LM, the causal readouts of "what followed this
-// context", the gated residual, the block hook for predictors and the model file.
+// context" (latent or byte "copy" values), the gated residual with per-offset projections, the
+// block hook for predictors and the model file.
 #include "neat/titans/mag.hpp"
 
 #include <cmath>
@@ -32,16 +33,22 @@ MagInjection<T> MagInjection<T>::init(const MagConfig& config, std::uint64_t see
   m.w_g = Tensor<T>::randn({config.model_dim, config.model_dim}, rng,
                            T(1) / std::sqrt(static_cast<T>(config.model_dim)), 0, true);
   m.b_g = Tensor<T>::zeros({config.model_dim}, true);
+  if (config.offsets < 0) throw std::invalid_argument("titans mag: offsets must be >= 0");
+  if (config.offsets > 0)
+    m.w_off = Tensor<T>::zeros({config.memory_dim, config.offsets * config.model_dim}, true);
   return m;
 }
 
 template <typename T>
 std::vector<std::pair<std::string, Tensor<T>>> MagInjection<T>::named() const {
-  return {{"w_o", w_o}, {"w_g", w_g}, {"b_g", b_g}};
+  std::vector<std::pair<std::string, Tensor<T>>> out = {{"w_o", w_o}, {"w_g", w_g}, {"b_g", b_g}};
+  if (config.offsets > 0) out.emplace_back("w_off", w_off);
+  return out;
 }
 
 template <typename T>
-Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout) const {
+Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout,
+                                  const std::vector<std::int32_t>* offsets) const {
   const std::int64_t C = config.model_dim, d = config.memory_dim;
   if (x.dim() != 3 || x.size(2) != C || readout.dim() != 3 || readout.size(2) != d ||
       readout.size(0) != x.size(0) || readout.size(1) != x.size(1)) {
@@ -52,8 +59,122 @@ Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout) 
   }
   const Tensor<T> x2 = nn::reshape(x, {-1, C});
   const Tensor<T> gate = nn::sigmoid(nn::add(nn::matmul(x2, w_g), b_g));  // (B L, C)
-  const Tensor<T> term = nn::matmul(nn::reshape(readout, {-1, d}), w_o);  // (B L, C)
+  const Tensor<T> r2 = nn::reshape(readout, {-1, d});
+  Tensor<T> term = nn::matmul(r2, w_o);  // (B L, C)
+  if (config.offsets > 0) {
+    const std::int64_t K = config.offsets, rows = x2.size(0);
+    if (!offsets || static_cast<std::int64_t>(offsets->size()) != rows) {
+      throw std::invalid_argument("titans mag: inject with per-offset projections needs " +
+                                  std::to_string(rows) + " offsets, got " +
+                                  std::to_string(offsets ? offsets->size() : 0));
+    }
+    // r W_off for every offset block at once, (B L, K C) = (B L K, C); row i K + o(i) is
+    // r_i W_off[o(i)].
+    std::vector<std::int32_t> index(static_cast<std::size_t>(rows));
+    for (std::int64_t i = 0; i < rows; ++i) {
+      const std::int32_t o = (*offsets)[static_cast<std::size_t>(i)];
+      if (o < 0) throw std::invalid_argument("titans mag: negative offset in patch");
+      index[static_cast<std::size_t>(i)] =
+          static_cast<std::int32_t>(i * K + std::min<std::int64_t>(o, K - 1));
+    }
+    const Tensor<T> all = nn::reshape(nn::matmul(r2, w_off), {rows * K, C});
+    term = nn::add(term, nn::gather_rows(all, index, {rows}));
+  }
   return nn::reshape(nn::add(x2, nn::mul(gate, term)), x.shape());
+}
+
+template <typename T>
+ByteValues<T> ByteValues<T>::init(std::int64_t offsets, std::int64_t vocab, std::int64_t input_dim,
+                                  std::uint64_t seed) {
+  if (offsets < 1 || vocab < 1 || input_dim < 1) {
+    throw std::invalid_argument("titans mag: byte values need offsets, vocab and input_dim >= 1");
+  }
+  std::mt19937_64 rng(seed);
+  ByteValues<T> b;
+  b.offsets = offsets;
+  b.vocab = vocab;
+  b.table = Tensor<T>::randn({offsets * (vocab + 1), input_dim}, rng,
+                             T(1) / std::sqrt(static_cast<T>(offsets * input_dim)), 0, true);
+  return b;
+}
+
+template <typename T>
+Tensor<T> ByteValues<T>::embed(const std::vector<std::int32_t>& ids, std::int64_t n) const {
+  if (!table.defined()) throw std::invalid_argument("titans mag: byte values without a table");
+  const std::int64_t rows = table.size(0);
+  if (n < 1 || static_cast<std::int64_t>(ids.size()) != n * offsets) {
+    throw std::invalid_argument("titans mag: " + std::to_string(ids.size()) + " byte ids for " +
+                                std::to_string(n) + " patches of " + std::to_string(offsets) +
+                                " offsets");
+  }
+  for (const auto id : ids) {
+    if (id < 0 || id >= rows) {
+      throw std::invalid_argument("titans mag: byte id " + std::to_string(id) +
+                                  " outside the table of " + std::to_string(rows) + " rows");
+    }
+  }
+  return nn::sum(nn::gather_rows(table, ids, {n, offsets}), {1}, false);  // (n, d_in)
+}
+
+std::vector<std::int32_t> target_byte_ids(const std::vector<std::int32_t>& tokens,
+                                          const std::vector<std::int64_t>& starts,
+                                          std::int64_t first, std::int64_t count,
+                                          std::int64_t offsets, std::int64_t vocab) {
+  const auto P = static_cast<std::int64_t>(starts.size());
+  if (first < 0 || count < 0 || first + count > P || offsets < 1 || vocab < 1) {
+    throw std::invalid_argument("titans mag: target ids of patches [" + std::to_string(first) +
+                                ", " + std::to_string(first + count) + ") of " + std::to_string(P) +
+                                " (K " + std::to_string(offsets) + ")");
+  }
+  std::vector<std::int32_t> ids;
+  ids.reserve(static_cast<std::size_t>(count * offsets));
+  if (count == 0) return ids;
+  const std::int64_t base = starts[static_cast<std::size_t>(first)];
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  for (std::int64_t p = first; p < first + count; ++p) {
+    const std::int64_t s = starts[static_cast<std::size_t>(p)] - base;
+    const std::int64_t end =
+        p + 1 < P ? starts[static_cast<std::size_t>(p + 1)] - base : n - 1;  // last target
+    if (s < 0 || end < s || end >= n) {
+      throw std::invalid_argument("titans mag: patch " + std::to_string(p) + " spans positions " +
+                                  std::to_string(s) + ".." + std::to_string(end) + " of " +
+                                  std::to_string(n) +
+                                  " tokens (starts out of order or tokens "
+                                  "missing)");
+    }
+    for (std::int64_t o = 0; o < offsets; ++o) {
+      std::int64_t b = vocab;  // no target at this offset
+      if (s + 1 + o <= end) {
+        b = tokens[static_cast<std::size_t>(s + 1 + o)];
+        if (b < 0 || b >= vocab) {
+          throw std::invalid_argument("titans mag: token " + std::to_string(b) + " at position " +
+                                      std::to_string(base + s + 1 + o) +
+                                      " is outside the vocabulary of " + std::to_string(vocab));
+        }
+      }
+      ids.push_back(static_cast<std::int32_t>(o * (vocab + 1) + b));
+    }
+  }
+  return ids;
+}
+
+std::vector<std::int32_t> offsets_in_patch(const std::vector<std::int64_t>& patch_of_position) {
+  std::vector<std::int32_t> out(patch_of_position.size());
+  std::int64_t current = -1, first = 0;
+  for (std::size_t i = 0; i < patch_of_position.size(); ++i) {
+    const std::int64_t p = patch_of_position[i];
+    if (p != current) {
+      if (p != current + 1) {
+        throw std::invalid_argument("titans mag: patch " + std::to_string(p) + " at position " +
+                                    std::to_string(i) + " after patch " + std::to_string(current) +
+                                    " (patches must be 0, 1, 2, ...)");
+      }
+      current = p;
+      first = static_cast<std::int64_t>(i);
+    }
+    out[i] = static_cast<std::int32_t>(static_cast<std::int64_t>(i) - first);
+  }
+  return out;
 }
 
 DocumentPatches patch_document(const nn::TransformerLM<float>& model,
@@ -166,6 +287,7 @@ void MagStream<T>::start_document(std::uint64_t document, bool keep_memory) {
   if (!keep_memory || !started_) state_ = memory_->initial_state(document);
   state_.document = document;
   window_ = Tensor<T>();
+  tokens_.clear();
   received_ = written_ = 0;
   started_ = true;
 }
@@ -173,6 +295,80 @@ void MagStream<T>::start_document(std::uint64_t document, bool keep_memory) {
 template <typename T>
 Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy,
                              std::vector<ChunkRecord>* records) {
+  if (values_) {
+    throw std::invalid_argument(
+        "titans mag stream: this MAG model writes byte values; push the slice's patch lengths "
+        "and tokens with its latents");
+  }
+  return push_impl(latents, {}, policy, records);
+}
+
+template <typename T>
+Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const std::vector<std::uint32_t>& lengths,
+                             const std::vector<std::int32_t>& tokens, const WritePolicy& policy,
+                             std::vector<ChunkRecord>* records) {
+  if (!values_) return push_impl(latents, {}, policy, records);
+  const std::int64_t n = latents.dim() == 2 ? latents.size(0) : -1;
+  if (static_cast<std::int64_t>(lengths.size()) != n) {
+    throw std::invalid_argument("titans mag stream: " + std::to_string(lengths.size()) +
+                                " patch lengths for " + std::to_string(n) + " latent rows");
+  }
+  std::vector<std::vector<std::int32_t>> per_patch;
+  per_patch.reserve(lengths.size());
+  std::size_t at = 0;
+  for (const auto len : lengths) {
+    if (len < 1 || at + len > tokens.size()) {
+      throw std::invalid_argument("titans mag stream: patch lengths (one of " +
+                                  std::to_string(len) + ") do not match the slice's " +
+                                  std::to_string(tokens.size()) + " tokens");
+    }
+    per_patch.emplace_back(tokens.begin() + static_cast<std::ptrdiff_t>(at),
+                           tokens.begin() + static_cast<std::ptrdiff_t>(at + len));
+    at += len;
+  }
+  if (at != tokens.size()) {
+    throw std::invalid_argument("titans mag stream: patch lengths sum to " + std::to_string(at) +
+                                ", the slice has " + std::to_string(tokens.size()) + " tokens");
+  }
+  for (const auto& pt : per_patch) {
+    for (const auto t : pt) {
+      if (t < 0 || t >= values_->vocab) {
+        throw std::invalid_argument("titans mag stream: token " + std::to_string(t) +
+                                    " outside the vocabulary of " + std::to_string(values_->vocab));
+      }
+    }
+  }
+  return push_impl(latents, std::move(per_patch), policy, records);
+}
+
+template <typename T>
+Tensor<T> MagStream<T>::values_of(std::int64_t n) const {
+  if (!values_) return nn::slice(window_, 0, 1, n + 1);
+  // Targets of patches written_ + 1 .. written_ + n: their tokens and, when it has arrived, the
+  // first token of patch written_ + n + 1.
+  const auto avail = static_cast<std::int64_t>(tokens_.size());
+  const std::int64_t last = std::min(n + 1, avail - 1);  // local index of the last patch used
+  std::vector<std::int32_t> flat;
+  std::vector<std::int64_t> starts;
+  for (std::int64_t a = 1; a <= last; ++a) {
+    starts.push_back(static_cast<std::int64_t>(flat.size()));
+    const auto& pt = tokens_[static_cast<std::size_t>(a)];
+    flat.insert(flat.end(), pt.begin(), pt.end());
+  }
+  return values_->embed(target_byte_ids(flat, starts, 0, n, values_->offsets, values_->vocab), n);
+}
+
+template <typename T>
+void MagStream<T>::drop_written(std::int64_t n) {
+  window_ = nn::slice(window_, 0, n, window_.size(0));
+  if (values_) tokens_.erase(tokens_.begin(), tokens_.begin() + static_cast<std::ptrdiff_t>(n));
+  written_ += n;
+}
+
+template <typename T>
+Tensor<T> MagStream<T>::push_impl(const Tensor<T>& latents,
+                                  std::vector<std::vector<std::int32_t>> patch_tokens,
+                                  const WritePolicy& policy, std::vector<ChunkRecord>* records) {
   const auto& c = memory_->config();
   if (latents.dim() != 2 || latents.size(1) != c.input_dim || latents.size(0) < 1) {
     throw std::invalid_argument("titans mag stream: latents have shape " +
@@ -183,6 +379,7 @@ Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy
   const std::int64_t first = received_;
   window_ = window_.defined() ? nn::concat(std::vector<Tensor<T>>{window_, unit_rows(latents)}, 0)
                               : unit_rows(latents);
+  for (auto& pt : patch_tokens) tokens_.push_back(std::move(pt));
   received_ += latents.size(0);
   std::vector<Tensor<T>> rows;
   std::int64_t p = first;
@@ -195,12 +392,11 @@ Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy
     const std::int64_t C = c.chunk;
     const std::int64_t s = (j / C) * C;
     // Every chunk of associations before key j's chunk is written first; its values reach
-    // x_{written + C} <= x_s, latents of patches before p.
+    // x_{written + C} <= x_s, latents of patches before p (byte values: tokens up to the first
+    // of patch written + C + 1 <= s + 1 <= p).
     while (written_ + C <= s) {
-      memory_->write_pairs(state_, nn::slice(window_, 0, 0, C), nn::slice(window_, 0, 1, C + 1),
-                           policy, records);
-      window_ = nn::slice(window_, 0, C, window_.size(0));
-      written_ += C;
+      memory_->write_pairs(state_, nn::slice(window_, 0, 0, C), values_of(C), policy, records);
+      drop_written(C);
     }
     const std::int64_t end = std::min(s + C, received_ - 1);  // keys [j, end): rows p .. end
     rows.push_back(memory_->read(state_, nn::slice(window_, 0, j - written_, end - written_)));
@@ -213,32 +409,34 @@ template <typename T>
 void MagStream<T>::finish(const WritePolicy& policy, std::vector<ChunkRecord>* records) {
   const std::int64_t n = received_ - written_;
   if (n >= 2) {
-    memory_->write_pairs(state_, nn::slice(window_, 0, 0, n - 1), nn::slice(window_, 0, 1, n),
-                         policy, records);
+    memory_->write_pairs(state_, nn::slice(window_, 0, 0, n - 1), values_of(n - 1), policy,
+                         records);
   }
-  window_ = n >= 1 ? nn::slice(window_, 0, n - 1, n) : Tensor<T>();
-  written_ = received_ - (n >= 1 ? 1 : 0);
+  if (n >= 1) drop_written(n - 1);
 }
 
 template <typename T>
 void MagStream<T>::restore(MemoryState<T> state, std::int64_t patches, std::int64_t written,
-                           Tensor<T> unwritten) {
+                           Tensor<T> unwritten, std::vector<std::vector<std::int32_t>> tokens) {
   const std::int64_t rows = unwritten.defined() ? unwritten.size(0) : 0;
-  if (patches < 0 || written < 0 || written > patches || rows != patches - written) {
+  if (patches < 0 || written < 0 || written > patches || rows != patches - written ||
+      (values_ && static_cast<std::int64_t>(tokens.size()) != rows)) {
     throw std::invalid_argument("titans mag stream: restore with " + std::to_string(rows) +
-                                " unwritten rows for patches " + std::to_string(patches) +
+                                " unwritten rows and " + std::to_string(tokens.size()) +
+                                " token lists for patches " + std::to_string(patches) +
                                 ", written " + std::to_string(written));
   }
   state_ = std::move(state);
   received_ = patches;
   written_ = written;
   window_ = std::move(unwritten);
+  tokens_ = values_ ? std::move(tokens) : std::vector<std::vector<std::int32_t>>{};
   started_ = true;
 }
 
 template <typename T>
 Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, bool update,
-                       std::vector<ChunkRecord>* records) {
+                       std::vector<ChunkRecord>* records, const Tensor<T>* values) {
   const auto& c = memory.config();
   if (latents.dim() != 2 || latents.size(1) != c.input_dim || latents.size(0) < 1) {
     throw std::invalid_argument("titans mag: latents have shape " +
@@ -247,6 +445,12 @@ Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, 
   }
   const std::int64_t P = latents.size(0);
   const Tensor<T> x = unit_rows(latents);
+  if (values && (values->dim() != 2 || values->size(0) != P || values->size(1) != c.input_dim)) {
+    throw std::invalid_argument("titans mag: values have shape " +
+                                nn::shape_string(values->shape()) + ", expected " +
+                                nn::shape_string(latents.shape()));
+  }
+  const Tensor<T>& value_side = values ? *values : x;
   MemoryState<T> state = memory.initial_state();
   std::vector<Tensor<T>> rows = {Tensor<T>::zeros({1, c.dim})};  // patch 0 receives nothing
   for (std::int64_t s = 0; s + 1 < P; s += c.chunk) {
@@ -254,7 +458,7 @@ Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const Tensor<T>& latents, 
     const Tensor<T> keys = nn::slice(x, 0, s, e);  // x_j, j in [s, e)
     rows.push_back(memory.read(state, keys));      // r_{j+1}: earlier chunks only
     if (update && e < P - 1)
-      memory.write_pairs(state, keys, nn::slice(x, 0, s + 1, e + 1), {}, records);
+      memory.write_pairs(state, keys, nn::slice(value_side, 0, s + 1, e + 1), {}, records);
   }
   return rows.size() == 1 ? rows[0] : nn::concat(rows, 0);
 }
@@ -269,10 +473,13 @@ blt::WindowHook make_readout_hook(const MagInjection<float>& injection,
   }
   const auto P = static_cast<std::int64_t>(readouts.size()) / d;
   const Tensor<float> table = Tensor<float>::from_vector({P, d}, readouts);
-  return [injection, patch_of_position, table, P](
+  const std::vector<std::int32_t> offsets = injection.config.offsets > 0
+                                                ? offsets_in_patch(patch_of_position)
+                                                : std::vector<std::int32_t>{};
+  return [injection, patch_of_position, table, P, offsets](
              const std::vector<std::int64_t>& starts,
              std::int64_t len) -> nn::TransformerLM<float>::BlockHook {
-    std::vector<std::int32_t> index;
+    std::vector<std::int32_t> index, offset;
     index.reserve(starts.size() * static_cast<std::size_t>(len));
     for (auto s : starts) {
       for (std::int64_t i = 0; i < len; ++i) {
@@ -289,14 +496,31 @@ blt::WindowHook make_readout_hook(const MagInjection<float>& injection,
                                   std::to_string(P) + ")");
         }
         index.push_back(static_cast<std::int32_t>(p));
+        if (!offsets.empty()) offset.push_back(offsets[pos]);
       }
     }
     const Tensor<float> r =
         nn::gather_rows(table, index, {static_cast<std::int64_t>(starts.size()), len});
-    return [injection, r](std::int64_t layer, const Tensor<float>& x) {
-      return layer == injection.config.layer ? injection.inject(x, r) : x;
+    return [injection, r, offset](std::int64_t layer, const Tensor<float>& x) {
+      return layer == injection.config.layer ? injection.inject(x, r, &offset) : x;
     };
   };
+}
+
+Tensor<float> model_readouts(const MagModel& model, const Tensor<float>& latents,
+                             const std::vector<std::int32_t>& tokens,
+                             const std::vector<std::int64_t>& patch_starts, bool update,
+                             std::vector<ChunkRecord>* records) {
+  if (!model.memory) throw std::invalid_argument("titans mag: model_readouts without a memory");
+  if (!model.values.defined()) return mag_readouts(*model.memory, latents, update, records);
+  const auto P = static_cast<std::int64_t>(patch_starts.size());
+  if (latents.dim() != 2 || latents.size(0) != P) {
+    throw std::invalid_argument("titans mag: " + std::to_string(P) + " patch starts for latents " +
+                                nn::shape_string(latents.shape()));
+  }
+  const Tensor<float> values = model.values.embed(
+      target_byte_ids(tokens, patch_starts, 0, P, model.values.offsets, model.values.vocab), P);
+  return mag_readouts(*model.memory, latents, update, records, &values);
 }
 
 namespace {
@@ -334,12 +558,20 @@ void save_mag_model(const std::filesystem::path& path, const MagModel& model) {
                                    {"model_dim", model.injection.config.model_dim},
                                    {"memory_dim", model.injection.config.memory_dim}}},
                                  {"patch_threshold", model.patcher.threshold}};
+  nlohmann::json cfg = config;
+  if (model.injection.config.offsets > 0) cfg["mag"]["offsets"] = model.injection.config.offsets;
+  if (model.values.defined()) {
+    cfg["values"] = {
+        {"kind", "bytes"}, {"offsets", model.values.offsets}, {"vocab", model.values.vocab}};
+  }
   nn::Checkpoint c;
-  c.config = config.dump();
+  c.config = cfg.dump();
   for (const auto& [name, t] : model.memory->params().named())
     c.tensors.push_back(to_checkpoint("memory." + name, t.detach()));
   for (const auto& [name, t] : model.injection.named())
     c.tensors.push_back(to_checkpoint("mag." + name, t.detach()));
+  if (model.values.defined())
+    c.tensors.push_back(to_checkpoint("values.table", model.values.table.detach()));
   nn::write_checkpoint(path.string(), c);
 }
 
@@ -366,6 +598,7 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     mag.layer = config.at("mag").at("layer");
     mag.model_dim = config.at("mag").at("model_dim");
     mag.memory_dim = config.at("mag").at("memory_dim");
+    mag.offsets = config.at("mag").value("offsets", std::int64_t{0});
     model.patcher.mode = blt::PatchMode::global;
     model.patcher.threshold = config.at("patch_threshold");
     std::map<std::string, const nn::CheckpointTensor*> by_name;
@@ -401,6 +634,16 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     fill("mag.w_o", model.injection.w_o);
     fill("mag.w_g", model.injection.w_g);
     fill("mag.b_g", model.injection.b_g);
+    if (mag.offsets > 0) fill("mag.w_off", model.injection.w_off);
+    if (config.contains("values")) {
+      const auto& vj = config.at("values");
+      if (vj.at("kind") != "bytes") {
+        throw std::runtime_error(where + "values kind " + vj.at("kind").dump() +
+                                 " is not \"bytes\"");
+      }
+      model.values = ByteValues<float>::init(vj.at("offsets"), vj.at("vocab"), m.input_dim, 0);
+      fill("values.table", model.values.table);
+    }
     if (!by_name.empty())
       throw std::runtime_error(where + "unexpected tensor " + by_name.begin()->first);
     model.memory = std::make_unique<NeuralMemory<float>>(m, std::move(params));
@@ -418,9 +661,11 @@ template Tensor<float> unit_rows(const Tensor<float>&);
 template Tensor<double> unit_rows(const Tensor<double>&);
 template struct MagInjection<float>;
 template struct MagInjection<double>;
+template struct ByteValues<float>;
+template struct ByteValues<double>;
 template Tensor<float> mag_readouts(const NeuralMemory<float>&, const Tensor<float>&, bool,
-                                    std::vector<ChunkRecord>*);
+                                    std::vector<ChunkRecord>*, const Tensor<float>*);
 template Tensor<double> mag_readouts(const NeuralMemory<double>&, const Tensor<double>&, bool,
-                                     std::vector<ChunkRecord>*);
+                                     std::vector<ChunkRecord>*, const Tensor<double>*);
 
 }  // namespace neat::titans

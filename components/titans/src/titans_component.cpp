@@ -97,7 +97,9 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
     } else {
       MagModel m = load_mag_model(components::resolve_path(model));
       memory_.emplace(m.memory_config, m.memory->params());
-      mag_.emplace(*memory_);
+      values_ = m.values;
+      if (values_.defined()) values_.table.set_requires_grad(false);
+      mag_.emplace(*memory_, &values_);
       ctx.log().info("titans: MAG memory from {} (d_in {}, d {}, L_M {}, C {})", model,
                      m.memory_config.input_dim, m.memory_config.dim, m.memory_config.depth,
                      m.memory_config.chunk);
@@ -121,7 +123,8 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
                                   " needs tensor \"latents\" f32 [" + std::to_string(n) + ", " +
                                   std::to_string(c.input_dim) + "]");
         }
-        std::vector<float> y = process(ctx, p.doc_id, p.last, latents->to_vector<float>(), n);
+        std::vector<float> y =
+            process(ctx, p.doc_id, p.last, latents->to_vector<float>(), n, p.lengths, p.tokens);
         blt::Readout r{p.doc_id, p.first_patch, static_cast<std::uint64_t>(n), p.last, p.starts};
         bus::publish(
             ctx.node(), output_, r,
@@ -179,7 +182,9 @@ double TitansComponent::decide(components::Context& ctx, const ChunkReport& repo
 
 std::vector<float> TitansComponent::process(components::Context& ctx, std::uint64_t doc_id,
                                             bool last, const std::vector<float>& latents,
-                                            std::int64_t n) {
+                                            std::int64_t n,
+                                            const std::vector<std::uint32_t>& lengths,
+                                            const std::vector<std::int32_t>& tokens) {
   const auto& c = memory_->config();
   if (static_cast<std::int64_t>(latents.size()) != n * c.input_dim) {
     ++totals_.rejected;
@@ -209,7 +214,18 @@ std::vector<float> TitansComponent::process(components::Context& ctx, std::uint6
       mag_->start_document(doc_id, stream_scope_);
       ++totals_.documents;
     }
-    const nn::Tensorf y = mag_->push(x, policy, &records);
+    nn::Tensorf y;
+    if (values_.defined()) {
+      try {
+        y = mag_->push(x, lengths, tokens, policy, &records);
+      } catch (const std::invalid_argument& e) {  // lengths / tokens of the slice malformed
+        ++totals_.rejected;
+        throw bus::PayloadError("titans: blt.patches slice of doc " + std::to_string(doc_id) +
+                                ": " + e.what());
+      }
+    } else {
+      y = mag_->push(x, policy, &records);
+    }
     if (last && stream_scope_) mag_->finish(policy, &records);
     account();
     return y.to_vector();
@@ -268,8 +284,10 @@ struct Snapshot {
   std::uint64_t document = 0;
   bool started = false;
   std::int64_t patches = 0, written = 0;  ///< MAG form: the document's stream position
+  /// MAG form with byte values: tokens of the unwritten patches, one list per patch.
+  std::vector<std::vector<std::int32_t>> pending_tokens;
   MSGPACK_DEFINE_MAP(weights, momentum, pending, pending_rows, step, chunk, document, started,
-                     patches, written);
+                     patches, written, pending_tokens);
 };
 
 }  // namespace
@@ -285,6 +303,7 @@ std::string TitansComponent::snapshot() const {
     s.patches = mag_->patches();
     s.written = mag_->written();
     s.started = mag_->started();
+    s.pending_tokens = mag_->unwritten_tokens();
   } else {
     if (st.pending.defined()) s.pending = st.pending.to_vector();
     s.pending_rows = st.pending_rows();
@@ -341,7 +360,8 @@ void TitansComponent::restore(std::string_view bytes) {
   if (mag_) {
     if (!s.started) return;  // nothing streamed yet: the next document starts fresh
     try {
-      mag_->restore(std::move(st), s.patches, s.written, std::move(pending));
+      mag_->restore(std::move(st), s.patches, s.written, std::move(pending),
+                    std::move(s.pending_tokens));
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(std::string("titans: snapshot: ") + e.what());
     }

@@ -67,6 +67,11 @@ config::Schema TitansTrainOptions::schema() {
                 "MAG injection after this block")
       .optional("patch_threshold", Schema::number(0, 100).default_value("1.335442066192627"),
                 "theta_g of the global entropy patching rule (nats)")
+      .optional("values", Schema::one_of({"latents", "bytes"}).default_value("latents"),
+                "value side of an association: the next patch's latent, or a learned embedding "
+                "of the bytes the next patch predicts (copy values)")
+      .optional("offsets", Schema::integer(0, 64).default_value("0"),
+                "K: offsets of the byte values and per-offset injection projections (0: none)")
       .optional("memory", memory, "the neural memory")
       .optional("train", train, "the outer loop");
 }
@@ -83,6 +88,15 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
   if (root["init"]) o.init_model = root["init"].as<std::string>();
   if (root["layer"]) o.layer = root["layer"].as<std::int64_t>();
   if (root["patch_threshold"]) o.patch_threshold = root["patch_threshold"].as<double>();
+  if (root["values"]) o.byte_values = root["values"].as<std::string>() == "bytes";
+  if (root["offsets"]) o.offsets = root["offsets"].as<std::int64_t>();
+  if (o.byte_values && o.offsets < 1) {
+    config::Issue issue;
+    issue.file = file.string();
+    issue.path = "offsets";
+    issue.message = "values: bytes needs offsets >= 1";
+    throw config::ConfigError({issue});
+  }
   if (const auto m = root["memory"]) {
     if (m["dim"]) o.memory.dim = m["dim"].as<std::int64_t>();
     if (m["depth"]) o.memory.depth = m["depth"].as<std::int64_t>();
@@ -140,9 +154,16 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
   MagModel model;
   model.memory_config = mc;
   model.patcher = global_patcher(o.patch_threshold);
+  auto leaf = [](const Tensor<float>& t) {
+    Tensor<float> c = t.detach().clone();
+    c.set_requires_grad(true);
+    return c;
+  };
   if (o.init_model.empty()) {
     model.memory = std::make_unique<NeuralMemory<float>>(mc);
-    model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim}, o.seed + 1);
+    model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim, o.offsets}, o.seed + 1);
+    if (o.byte_values)
+      model.values = ByteValues<float>::init(o.offsets, lc.vocab_size, lc.dim, o.seed + 2);
   } else {
     // Warm start: parameters from the checkpoint (shapes checked by NeuralMemory against this
     // config), trainable again; gate maxima and chunk from this config.
@@ -157,11 +178,6 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     }
     const MemoryParams<float>& p = init.memory->params();
     MemoryParams<float> fresh;
-    auto leaf = [](const Tensor<float>& t) {
-      Tensor<float> c = t.detach().clone();
-      c.set_requires_grad(true);
-      return c;
-    };
     fresh.w_k = leaf(p.w_k);
     fresh.w_v = leaf(p.w_v);
     fresh.w_q = leaf(p.w_q);
@@ -177,6 +193,33 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     model.injection = init.injection;
     for (auto* t : {&model.injection.w_o, &model.injection.w_g, &model.injection.b_g})
       *t = leaf(*t);
+    // A model without per-offset projections or byte values gains them (w_off = 0, a fresh
+    // table): the memory, keys, queries, gates and W_o carry over.
+    const std::int64_t have = ic.offsets;
+    model.injection.config.offsets = o.offsets;
+    if (o.offsets != have && have > 0) {
+      throw std::invalid_argument("titans train: init " + o.init_model.string() + " has " +
+                                  std::to_string(have) + " offsets, the config asks for " +
+                                  std::to_string(o.offsets));
+    }
+    if (o.offsets > 0) {
+      model.injection.w_off = have > 0 ? leaf(init.injection.w_off)
+                                       : Tensor<float>::zeros({mc.dim, o.offsets * lc.dim}, true);
+    }
+    if (o.byte_values) {
+      if (init.values.defined() &&
+          (init.values.offsets != o.offsets || init.values.vocab != lc.vocab_size)) {
+        throw std::invalid_argument("titans train: init " + o.init_model.string() +
+                                    " has byte values of other offsets or vocabulary");
+      }
+      model.values = init.values.defined()
+                         ? init.values
+                         : ByteValues<float>::init(o.offsets, lc.vocab_size, lc.dim, o.seed + 2);
+      model.values.table = leaf(model.values.table);
+    } else if (init.values.defined()) {
+      throw std::invalid_argument("titans train: init " + o.init_model.string() +
+                                  " has byte values; set values: bytes");
+    }
     progress << "titans train: warm start from " << o.init_model.string() << "\n";
   }
 
@@ -196,6 +239,7 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
   std::vector<std::pair<std::string, Tensor<float>>> named;
   for (auto& [n, t] : model.memory->params().named()) named.emplace_back("memory." + n, t);
   for (auto& [n, t] : model.injection.named()) named.emplace_back("mag." + n, t);
+  if (model.values.defined()) named.emplace_back("values.table", model.values.table);
   for (auto& [n, t] : named) params.push_back(t);
   const auto w_k0 = model.memory->params().w_k.to_vector();
   const auto w_v0 = model.memory->params().w_v.to_vector();
@@ -229,7 +273,8 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     for (std::uint64_t i = 0; i < seq_bytes; ++i)
       tokens.push_back(doc[off + (repeat ? i % (seq_bytes / 2) : i)]);
     const DocumentPatches dp = patch_document(*lm, tokens, model.patcher, o.layer);
-    const Tensor<float> readouts = mag_readouts(*model.memory, dp.latents, true);
+    const Tensor<float> readouts =
+        model_readouts(model, dp.latents, tokens, dp.patch_starts, /*update=*/true);
     bool finite = true;
     for (float v : readouts.to_vector()) finite = finite && std::isfinite(v);
     if (!finite) {  // the inner updates diverged on this sequence: no outer step, counted
@@ -251,7 +296,9 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
       targets.push_back(tokens[i + 1]);
     }
     const Tensor<float> r = nn::gather_rows(readouts, index, {o.windows, lc.max_seq_len});
-    Tensor<float> x = model.injection.inject(dp.captured, r);
+    std::vector<std::int32_t> offsets = offsets_in_patch(dp.patch_of_position);
+    offsets.pop_back();  // the last position predicts nothing
+    Tensor<float> x = model.injection.inject(dp.captured, r, &offsets);
     for (std::size_t b = static_cast<std::size_t>(o.layer) + 1; b < lm->blocks.size(); ++b)
       x = lm->blocks[b]->forward(x);
     const Tensor<float> logits = lm->lm_head.forward(lm->norm_f.forward(x));
@@ -321,7 +368,7 @@ std::vector<double> scored(const nn::TransformerLM<float>& lm, const MagModel& m
                            const std::vector<std::int32_t>& tokens, const DocumentPatches& dp,
                            bool update) {
   nn::NoGradGuard no_grad;
-  const Tensor<float> r = mag_readouts(*model.memory, dp.latents, update);
+  const Tensor<float> r = model_readouts(model, dp.latents, tokens, dp.patch_starts, update);
   return blt::target_log_probs(
       lm, tokens, 8,
       make_readout_hook(model.injection, dp.patch_of_position, r.contiguous().to_vector()));

@@ -7,7 +7,8 @@
 //  - `model:` a trained MAG model (models/titans/mag.ckpt, titans/mag.hpp): the memory's
 //    parameters and shape from the file, readout r_p = M*(q(x_{p-1})) of the associations
 //    x_j -> x_{j+1} ("what followed this context"; MagStream), which blt_predict injects through
-//    the model's gate — the main job's "+Titans" variant.
+//    the model's gate — the main job's "+Titans" variant. A model with byte ("copy") values
+//    also reads the slice's patch lengths and tokens from blt.patches.
 // Statistics (`titans.stats`) at the end of every document and of the stream.
 // Invariants: learning uses the component's own loss only; bad input (a slice without a
 // well-formed "latents" tensor, non-finite values) is rejected with a PayloadError, counted, and
@@ -74,10 +75,14 @@ class TitansComponent : public components::Component {
   /// (floor 1). Returns false for another action.
   bool degrade(const std::string& action) override;
 
-  /// Processes one slice (also used by tests without a bus): latents (n, input_dim) row-major.
-  /// Returns the readout (n, dim) row-major. Throws bus::PayloadError on malformed input.
+  /// Processes one slice (also used by tests without a bus): latents (n, input_dim) row-major;
+  /// lengths (n) and tokens (their sum) of the slice's patches, required by a MAG model with
+  /// byte values and unused otherwise. Returns the readout (n, dim) row-major. Throws
+  /// bus::PayloadError on malformed input (counted; the memory is left as it was).
   std::vector<float> process(components::Context& ctx, std::uint64_t doc_id, bool last,
-                             const std::vector<float>& latents, std::int64_t n);
+                             const std::vector<float>& latents, std::int64_t n,
+                             const std::vector<std::uint32_t>& lengths = {},
+                             const std::vector<std::int32_t>& tokens = {});
   TitansStats current_stats() const;
   const NeuralMemory<float>& memory() const { return *memory_; }
   /// The memory state in use (the MAG stream's in the `model:` form).
@@ -94,7 +99,8 @@ class TitansComponent : public components::Component {
   double lr_reference_ = 1.0;
   std::optional<NeuralMemory<float>> memory_;
   MemoryState<float> state_;
-  std::optional<MagStream<float>> mag_;  ///< the `model:` form (reads memory_)
+  std::optional<MagStream<float>> mag_;  ///< the `model:` form (reads memory_, values_)
+  ByteValues<float> values_;             ///< the MAG model's byte values (undefined: latents)
   bool started_ = false;
   std::unique_ptr<SurprisePrioritizer> prioritizer_;
   double degrade_keep_ = 1.0;  ///< cap on the keep fraction set by degrade commands

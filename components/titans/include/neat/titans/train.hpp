@@ -26,6 +26,10 @@ struct TitansTrainOptions {
   MemoryConfig memory;                         ///< input_dim is the byte LM's width (checked)
   std::int64_t layer = 2;                      ///< MAG injection after this block
   double patch_threshold = 1.335442066192627;  ///< theta_g of the global patching rule
+  /// YAML `values: bytes`: association values are ByteValues (copy values) instead of the next
+  /// patch's latent.
+  bool byte_values = false;
+  std::int64_t offsets = 0;  ///< YAML `offsets`: K of the byte values and of W_off (0: none)
   std::int64_t windows =
       8;  ///< context windows per training sequence (sequence = BOS + windows x context tokens)
   double repeat_probability = 0.5;  ///< share of sequences whose second half repeats the first
