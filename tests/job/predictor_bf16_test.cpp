@@ -3,60 +3,39 @@
 // matrices only) score a document as the float32 predictor does: the base LM to float rounding,
 // the t2 variant within the stated cost of bf16 U and V, with fewer tensor bytes.
 #include <gtest/gtest.h>
-#include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <thread>
 
-#include "../bus/bus_fixture.hpp"
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/messages.hpp"
-#include "neat/bus/typed.hpp"
-#include "neat/components/messages.hpp"
-#include "neat/job/predictor.hpp"
+#include "predictor_rig.hpp"
 
 namespace neat::job {
 namespace {
 
-using bus::testing::handshake;
-using bus::testing::node_options;
+using testing::variant_bits;
 
 const std::filesystem::path kSource(NEAT_SOURCE_DIR);
 
 // One predictor with the t2 variant on, configured under `precision`.
-struct Rig {
-  zmq::context_t zctx{1};
-  bus::BusEndpoints e = bus::make_endpoints(bus::Transport::inproc, bus::testing::unique_run_id());
-  bus::Broker broker{zctx, {{e}, 1000}};
-  bus::Node up{zctx, node_options("up", e)};
-  bus::Node node{zctx, node_options("predict", e)};
-  bus::Node sink{zctx, node_options("sink", e)};
-  Predictor predictor;
-  components::Context context{"predict", node, std::make_shared<spdlog::logger>("predict-bf16")};
-  std::vector<blt::Scores> scores;
-  std::int64_t configure_bytes = 0;  ///< tensor bytes the configuration left allocated
-
-  explicit Rig(const std::string& precision) {
-    components::ProfileSettings profile;
-    profile.precision = precision;
-    context.set_profile(profile);
+struct Rig : testing::PredictorRig {
+  explicit Rig(const std::string& precision)
+      : PredictorRig(config(), {"t2.adaptation"}, profile(precision), "predict-bf16") {}
+  static YAML::Node config() {
     YAML::Node c;
     c["adaptation"] = "t2.adaptation";
     c["experts"] = (kSource / "models/t2/experts.ckpt").string();
     c["wait_ms"] = 20000;
-    const auto before = nn::memory_stats().current_bytes;
-    predictor.configure(c, context);
-    configure_bytes = nn::memory_stats().current_bytes - before;
-    bus::subscribe<blt::Scores>(
-        sink, "blt.scores",
-        [this](const blt::Scores& s, const bus::Message&) { scores.push_back(s); });
-    handshake(up, node, "tokens");
-    handshake(up, node, "t2.adaptation");
-    handshake(node, sink, "blt.scores");
+    return c;
   }
+  static components::ProfileSettings profile(const std::string& precision) {
+    components::ProfileSettings p;
+    p.precision = precision;
+    return p;
+  }
+  // The adaptation of document `doc` to expert `domain`, then its tokens.
   void send(std::uint64_t doc, const std::vector<std::int32_t>& item, const std::string& domain) {
     blt::Adaptation a;
     a.doc_id = doc;
@@ -65,34 +44,9 @@ struct Rig {
     a.domains = {domain};
     a.alpha = {1.0};
     bus::publish(up, "t2.adaptation", a);
-    components::Tokens t;
-    t.doc_id = doc;
-    t.path = "doc" + std::to_string(doc);
-    t.modality = "text";
-    t.item_bytes = item.size();
-    t.token_count = item.size();
-    bus::publish(up, "tokens", t,
-                 {bus::TensorOut::from_vector("tokens", bus::DType::i32,
-                                              {static_cast<std::int64_t>(item.size())}, item)});
-  }
-  bool pump(std::size_t want) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (scores.size() < want && std::chrono::steady_clock::now() < deadline) {
-      const bool a = node.dispatch_one();
-      const bool b = predictor.step(context);
-      const bool c = sink.dispatch_one();
-      if (!a && !b && !c) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    return scores.size() >= want;
+    tokens(doc, item);
   }
 };
-
-double variant_bits(const blt::Scores& s, const std::string& v) {
-  for (std::size_t i = 0; i < s.variants.size(); ++i)
-    if (s.variants[i] == v) return s.bits[i];
-  ADD_FAILURE() << "no variant " << v;
-  return 0;
-}
 
 TEST(PredictorBf16, Bf16ByteLMAndSharedAdaptedCopyScoreAsFloat32WithFewerBytes) {
   std::ifstream in(kSource / "docs/architecture.md", std::ios::binary);

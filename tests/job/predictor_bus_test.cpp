@@ -4,65 +4,33 @@
 // rejected, counted, and leaves that variant at the base LM's figures without losing the
 // document.
 #include <gtest/gtest.h>
-#include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <thread>
 
-#include "../bus/bus_fixture.hpp"
 #include "neat/blt/byte_lm.hpp"
 #include "neat/blt/messages.hpp"
-#include "neat/bus/typed.hpp"
-#include "neat/components/messages.hpp"
-#include "neat/job/predictor.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/titans/mag.hpp"
+#include "predictor_rig.hpp"
 
 namespace neat::job {
 namespace {
 
-using bus::testing::handshake;
-using bus::testing::node_options;
+using testing::variant_bits;
 
 const std::filesystem::path kSource(NEAT_SOURCE_DIR);
 
-struct Rig {
-  zmq::context_t zctx{1};
-  bus::BusEndpoints e = bus::make_endpoints(bus::Transport::inproc, bus::testing::unique_run_id());
-  bus::Broker broker{zctx, {{e}, 1000}};
-  bus::Node up{zctx, node_options("up", e)};
-  bus::Node node{zctx, node_options("predict", e)};
-  bus::Node sink{zctx, node_options("sink", e)};
-  Predictor predictor;
-  components::Context context{"predict", node, std::make_shared<spdlog::logger>("predict-test")};
-  std::vector<blt::Scores> scores;
-
-  Rig() {
+// The predictor with the titans variant on, fed readouts on `titans.readout`.
+struct Rig : testing::PredictorRig {
+  Rig() : PredictorRig(config(), {"titans.readout"}) {}
+  static YAML::Node config() {
     YAML::Node c;
     c["readout"] = "titans.readout";
     c["injection"] = (kSource / "models/titans/mag.ckpt").string();
     c["wait_ms"] = 20000;
-    predictor.configure(c, context);
-    bus::subscribe<blt::Scores>(
-        sink, "blt.scores",
-        [this](const blt::Scores& s, const bus::Message&) { scores.push_back(s); });
-    handshake(up, node, "tokens");
-    handshake(up, node, "titans.readout");
-    handshake(node, sink, "blt.scores");
-  }
-  void tokens(std::uint64_t doc, const std::vector<std::int32_t>& item) {
-    components::Tokens t;
-    t.doc_id = doc;
-    t.path = "doc" + std::to_string(doc);
-    t.modality = "text";
-    t.item_bytes = item.size();
-    t.token_count = item.size();
-    bus::publish(up, "tokens", t,
-                 {bus::TensorOut::from_vector("tokens", bus::DType::i32,
-                                              {static_cast<std::int64_t>(item.size())}, item)});
+    return c;
   }
   void readout(std::uint64_t doc, std::uint64_t first, std::vector<std::uint64_t> starts,
                std::vector<float> rows, std::int64_t dim, bool last) {
@@ -71,24 +39,7 @@ struct Rig {
     bus::publish(up, "titans.readout", r,
                  {bus::TensorOut::from_vector("readout", bus::DType::f32, {n, dim}, rows)});
   }
-  bool pump(std::size_t want) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (scores.size() < want && std::chrono::steady_clock::now() < deadline) {
-      const bool a = node.dispatch_one();
-      const bool b = predictor.step(context);
-      const bool c = sink.dispatch_one();
-      if (!a && !b && !c) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-    return scores.size() >= want;
-  }
 };
-
-double variant_bits(const blt::Scores& s, const std::string& v) {
-  for (std::size_t i = 0; i < s.variants.size(); ++i)
-    if (s.variants[i] == v) return s.bits[i];
-  ADD_FAILURE() << "no variant " << v;
-  return 0;
-}
 
 TEST(PredictorBus, TitansVariantUsesTheNodesReadoutsAndSurvivesABrokenSlice) {
   std::ifstream in(kSource / "docs/architecture.md", std::ios::binary);

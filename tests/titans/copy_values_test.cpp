@@ -11,6 +11,7 @@
 #include "../nn/gradcheck.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/titans/mag.hpp"
+#include "small_memory.hpp"
 
 using namespace neat;
 using nn::Tensord;
@@ -20,18 +21,7 @@ using nn::testing::weighted_sum;
 
 namespace {
 
-titans::MemoryConfig small_config() {
-  titans::MemoryConfig c;
-  c.input_dim = 5;
-  c.dim = 4;
-  c.depth = 2;
-  c.hidden = 3;
-  c.chunk = 2;
-  c.persistent = 1;
-  c.theta_max = 0.5;
-  c.seed = 3;
-  return c;
-}
+titans::MemoryConfig small_config() { return titans::testing::small_memory_config(); }
 
 // A document of n tokens (values < vocab) cut into patches of 1..3 tokens.
 struct Doc {

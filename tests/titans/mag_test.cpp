@@ -14,6 +14,7 @@
 #include "neat/blt/byte_lm.hpp"
 #include "neat/nn/ops.hpp"
 #include "neat/titans/mag.hpp"
+#include "small_memory.hpp"
 
 using namespace neat;
 using nn::Tensord;
@@ -26,18 +27,7 @@ namespace {
 const std::string kByteLM = std::string(NEAT_SOURCE_DIR) + "/models/blt/byte_lm.bf16.ckpt";
 const std::string kMag = std::string(NEAT_SOURCE_DIR) + "/models/titans/mag.ckpt";
 
-titans::MemoryConfig small_config() {
-  titans::MemoryConfig c;
-  c.input_dim = 5;
-  c.dim = 4;
-  c.depth = 2;
-  c.hidden = 3;
-  c.chunk = 2;
-  c.persistent = 1;
-  c.theta_max = 0.5;
-  c.seed = 3;
-  return c;
-}
+titans::MemoryConfig small_config() { return titans::testing::small_memory_config(); }
 
 std::vector<std::int32_t> text_tokens(std::size_t bytes) {
   std::ifstream in(std::string(NEAT_SOURCE_DIR) + "/README.md", std::ios::binary);
