@@ -38,4 +38,16 @@ void read_optimizer_keys(const YAML::Node& train, const OptimizerKeys& keys) {
   if (train["clip"]) keys.clip = train["clip"].as<double>();
 }
 
+Schema& add_run_keys(Schema& train, const RunKeys& keys) {
+  return train
+      .optional("seed", Schema::integer(0, 1ll << 62).default_value(text(keys.seed)), "random seed")
+      .optional("threads", Schema::integer(0, 4096).default_value(text(keys.threads)),
+                "BLAS threads (0: all usable cores)");
+}
+
+void read_run_keys(const YAML::Node& train, const RunKeys& keys) {
+  if (train["seed"]) keys.seed = train["seed"].as<std::uint64_t>();
+  if (train["threads"]) keys.threads = train["threads"].as<int>();
+}
+
 }  // namespace neat::config

@@ -55,9 +55,8 @@ config::Schema ByteLMTrainOptions::schema() {
       .optional("eval_every", Schema::integer(1, 100000000).default_value("200"),
                 "steps between validations")
       .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("65536"),
-                "validation bytes scored each time")
-      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-      .optional("threads", Schema::integer(0, 4096).default_value("0"), "0: all cores");
+                "validation bytes scored each time");
+  config::add_run_keys(train, {d.seed, d.threads});
   auto data = Schema::map()
                   .optional("corpus", Schema::string().default_value("data/corpus"),
                             "prepared corpus (neat data prepare)")
@@ -91,8 +90,7 @@ ByteLMTrainOptions ByteLMTrainOptions::load(const std::filesystem::path& file) {
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
-    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
-    if (t["threads"]) o.threads = t["threads"].as<int>();
+    config::read_run_keys(t, {o.seed, o.threads});
   }
   if (const auto d = root["data"]) {
     if (d["corpus"]) o.corpus = d["corpus"].as<std::string>();

@@ -162,9 +162,8 @@ Schema InterleavedTrainOptions::schema() {
                              "fraction of rows that are text windows of the corpus")
                    .optional("lambda_discrepancy", Schema::number(0, 1e6).default_value("0.1"),
                              "weight of the token discrepancy loss L_D on image positions");
-  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 1)
-      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-      .optional("threads", Schema::integer(0, 4096).default_value("2"), "0: all cores")
+  config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 1);
+  config::add_run_keys(train, {d.seed, d.threads})
       .optional("codebook_init", Schema::boolean().default_value("true"),
                 "set the image-token rows of tok_emb and lm_head to a random projection "
                 "of the codebook centres before training");
@@ -209,8 +208,7 @@ InterleavedTrainOptions InterleavedTrainOptions::load(const std::filesystem::pat
     if (t["text_share"]) o.text_share = t["text_share"].as<double>();
     if (t["lambda_discrepancy"]) o.lambda_discrepancy = t["lambda_discrepancy"].as<double>();
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
-    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
-    if (t["threads"]) o.threads = t["threads"].as<int>();
+    config::read_run_keys(t, {o.seed, o.threads});
     if (t["codebook_init"]) o.codebook_init = t["codebook_init"].as<bool>();
   }
   if (const auto e = y["eval"]) {

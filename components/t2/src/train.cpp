@@ -64,9 +64,8 @@ config::Schema T2TrainOptions::schema() {
                 "validation bytes per domain scored before and after")
       .optional("eval_every", Schema::integer(0, 100000000).default_value("0"),
                 "also score the validation bits per byte every this many steps (0: only at the "
-                "end); logged in train_log.csv")
-      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-      .optional("threads", Schema::integer(0, 4096).default_value("1"), "0: all cores");
+                "end); logged in train_log.csv");
+  config::add_run_keys(train, {d.seed, d.threads});
   auto dispatch =
       Schema::map()
           .optional("embedding_positions", Schema::integer(1, 8192).default_value("256"),
@@ -124,8 +123,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
     if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
-    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
-    if (t["threads"]) o.threads = t["threads"].as<int>();
+    config::read_run_keys(t, {o.seed, o.threads});
   }
   if (const auto d = root["dispatch"]) {
     if (d["embedding_positions"])

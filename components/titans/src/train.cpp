@@ -51,9 +51,8 @@ config::Schema TitansTrainOptions::schema() {
                     "share of sequences whose second half repeats the first");
   config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 10)
       .optional("max_minutes", Schema::number(0.01, 1e6).default_value("20"),
-                "wall-clock budget; training stops and saves when exceeded")
-      .optional("seed", Schema::integer(0, 1ll << 62).default_value("1"), "random seed")
-      .optional("threads", Schema::integer(0, 4096).default_value("2"), "BLAS threads");
+                "wall-clock budget; training stops and saves when exceeded");
+  config::add_run_keys(train, {d.seed, d.threads});
   return Schema::map()
       .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
                 "frozen byte LM")
@@ -114,8 +113,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
     if (t["repeat_probability"]) o.repeat_probability = t["repeat_probability"].as<double>();
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["max_minutes"]) o.max_minutes = t["max_minutes"].as<double>();
-    if (t["seed"]) o.seed = t["seed"].as<std::uint64_t>();
-    if (t["threads"]) o.threads = t["threads"].as<int>();
+    config::read_run_keys(t, {o.seed, o.threads});
   }
   return o;
 }

@@ -33,4 +33,19 @@ Schema& add_optimizer_keys(Schema& train, const OptimizerKeys& keys, double lr_m
 // values. Throws YAML::BadConversion for a value of the wrong type.
 void read_optimizer_keys(const YAML::Node& train, const OptimizerKeys& keys);
 
+// References to a trainer's random seed and BLAS thread count; their values on entry are the
+// defaults (each trainer keeps its own: threads 0 means all usable cores).
+struct RunKeys {
+  std::uint64_t& seed;  // [0, 2^62]
+  int& threads;         // [0, 4096], 0: all usable cores
+};
+
+// Declares seed and threads on the map schema `train` with the current values of `keys` as the
+// documented defaults. Returns `train` for chaining. Throws std::logic_error when a key is
+// already declared.
+Schema& add_run_keys(Schema& train, const RunKeys& keys);
+
+// Reads seed and threads, when present in the (validated) `train` node, into `keys`.
+void read_run_keys(const YAML::Node& train, const RunKeys& keys);
+
 }  // namespace neat::config
