@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "bf16_bits.hpp"
+
 #include "internal.hpp"
 #include "neat/nn/modules.hpp"
 #include "neat/nn/ops.hpp"
@@ -47,14 +49,6 @@ float* panel_buffer(int64_t floats) {
   return buffer.get();
 }
 
-// The bf16 bits are the high half of the float they stand for.
-inline void widen(const uint16_t* in, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = static_cast<uint32_t>(in[i]) << 16;
-    std::memcpy(out + i, &u, sizeof u);
-  }
-}
-
 }  // namespace
 
 Bf16Matrix Bf16Matrix::from_float(const Tensor<float>& w) {
@@ -68,7 +62,8 @@ Bf16Matrix Bf16Matrix::from_float(const Tensor<float>& w) {
   m.packed_ = Tensor<float>::zeros({(n + 1) / 2});
   auto* out = reinterpret_cast<uint16_t*>(m.packed_.data());
   const std::vector<float> values = w.to_vector();  // row-major whatever the layout
-  for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(values[static_cast<std::size_t>(i)]);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = detail::float_to_bf16_bits(values[static_cast<std::size_t>(i)]);
   return m;
 }
 
@@ -83,7 +78,7 @@ int64_t Bf16Matrix::stored_bytes() const {
 
 Tensor<float> Bf16Matrix::to_float() const {
   Tensor<float> out = Tensor<float>::zeros({rows_, cols_});
-  if (rows_ * cols_ > 0) widen(data(), rows_ * cols_, out.data());
+  if (rows_ * cols_ > 0) detail::widen_bf16(data(), rows_ * cols_, out.data());
   return out;
 }
 
@@ -128,7 +123,7 @@ Tensor<float> bf16_linear(const Tensor<float>& x, const Bf16Matrix& weight,
       const uint16_t* w = weight.data();
       for (int64_t r0 = 0; r0 < out_features; r0 += step) {
         const int64_t h = std::min(step, out_features - r0);
-        widen(w + r0 * in_features, h * in_features, panel);
+        detail::widen_bf16(w + r0 * in_features, h * in_features, panel);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                     static_cast<int>(h), static_cast<int>(in_features), 1.0f, a.data(),
                     static_cast<int>(in_features), panel, static_cast<int>(in_features), 0.0f,

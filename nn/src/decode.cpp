@@ -17,6 +17,8 @@
 
 #include <Eigen/Core>
 
+#include "bf16_bits.hpp"
+
 namespace neat::nn {
 
 namespace {
@@ -32,12 +34,7 @@ constexpr bool kBf16Kernel = true;
 constexpr bool kBf16Kernel = false;
 #endif
 
-float widen(std::uint16_t bits) {
-  const std::uint32_t u = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+using detail::bf16_bits_to_float;
 
 #if defined(__AVX512F__)
 constexpr std::int64_t kLanes = 16;
@@ -90,10 +87,10 @@ void bf16_matvec(const std::uint16_t* w, std::int64_t rows, std::int64_t cols, c
     }
     float s0 = reduce(a0), s1 = reduce(a1), s2 = reduce(a2), s3 = reduce(a3);
     for (std::int64_t j = vec_cols; j < cols; ++j) {
-      s0 += widen(w0[j]) * x[j];
-      s1 += widen(w1[j]) * x[j];
-      s2 += widen(w2[j]) * x[j];
-      s3 += widen(w3[j]) * x[j];
+      s0 += bf16_bits_to_float(w0[j]) * x[j];
+      s1 += bf16_bits_to_float(w1[j]) * x[j];
+      s2 += bf16_bits_to_float(w2[j]) * x[j];
+      s3 += bf16_bits_to_float(w3[j]) * x[j];
     }
     y[r] = s0;
     y[r + 1] = s1;
@@ -105,13 +102,13 @@ void bf16_matvec(const std::uint16_t* w, std::int64_t rows, std::int64_t cols, c
     Acc a = acc_zero();
     for (std::int64_t j = 0; j < vec_cols; j += kLanes) a = fma(load_w(wr + j), load_x(x + j), a);
     float s = reduce(a);
-    for (std::int64_t j = vec_cols; j < cols; ++j) s += widen(wr[j]) * x[j];
+    for (std::int64_t j = vec_cols; j < cols; ++j) s += bf16_bits_to_float(wr[j]) * x[j];
     y[r] = s;
   }
 #endif
   for (; r < rows; ++r) {  // builds without the AVX kernels (DecodeWeights never picks bf16 then)
     float s = 0.0f;
-    for (std::int64_t j = 0; j < cols; ++j) s += widen(w[r * cols + j]) * x[j];
+    for (std::int64_t j = 0; j < cols; ++j) s += bf16_bits_to_float(w[r * cols + j]) * x[j];
     y[r] = s;
   }
 }
@@ -186,9 +183,7 @@ void to_bf16(Product& p) {
   const float* w = p.linear->weight.data();
   p.bf16.resize(static_cast<std::size_t>(p.out * p.in));
   for (std::size_t i = 0; i < p.bf16.size(); ++i) {
-    std::uint32_t u;
-    std::memcpy(&u, w + i, sizeof u);
-    p.bf16[i] = static_cast<std::uint16_t>(u >> 16);
+    p.bf16[i] = detail::float_to_bf16_bits(w[i]);  // exact: the weights are bf16 values
   }
 }
 

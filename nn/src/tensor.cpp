@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "bf16_bits.hpp"
 #include "internal.hpp"
 #include "neat/nn/ops.hpp"
 
@@ -97,20 +98,9 @@ std::size_t dtype_size(DType dtype) {
   return 0;
 }
 
-uint16_t float_to_bf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  const uint32_t rounding = 0x7FFF + ((bits >> 16) & 1);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
+uint16_t float_to_bf16(float value) { return detail::float_to_bf16_bits(value); }
 
-float bf16_to_float(uint16_t value) {
-  const uint32_t bits = static_cast<uint32_t>(value) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
+float bf16_to_float(uint16_t value) { return detail::bf16_bits_to_float(value); }
 
 MemoryStats memory_stats() {
   return MemoryStats{g_current_bytes.load(), g_peak_bytes.load(), g_allocations.load()};

@@ -555,7 +555,11 @@ EvalReport evaluate(const Codebook& codebook, const IdxImages& images) {
     throw std::invalid_argument("evaluate: images must be 28x28");
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const auto codes = codebook.encode_batch(images.pixels, images.count);
+  // One descriptor matrix: it is what encode_batch would build, and its rows tell the all-black
+  // patches (first 16 values) and the all-zero descriptors apart.
+  const RowMatrix descriptors = patch_descriptors(images.pixels, images.count, codebook.context());
+  std::vector<std::int32_t> codes;
+  assign_nearest(descriptors, codebook.centres(), codes);
   EvalReport r;
   r.images = images.count;
   std::vector<std::uint64_t> hist(static_cast<std::size_t>(codebook.size()));
@@ -581,25 +585,14 @@ EvalReport evaluate(const Codebook& codebook, const IdxImages& images) {
   }
   r.perplexity = std::exp(r.code_entropy_nats);
   r.top_code_share = static_cast<double>(*std::max_element(hist.begin(), hist.end())) / total;
-  std::size_t zero_patches = 0;
-  for (std::size_t i = 0; i < images.count; ++i) {
-    const auto img = images.image(i);
-    for (int py = 0; py < kGrid; ++py)
-      for (int px = 0; px < kGrid; ++px) {
-        bool zero = true;
-        for (int y = 0; y < kPatchSide && zero; ++y)
-          for (int x = 0; x < kPatchSide; ++x)
-            zero = zero && img[(py * kPatchSide + y) * kImageSide + px * kPatchSide + x] == 0;
-        zero_patches += zero;
-      }
+  std::size_t zero_patches = 0, zero_descriptors = 0;
+  for (Eigen::Index i = 0; i < descriptors.rows(); ++i) {
+    zero_patches += descriptors.row(i).leftCols(kPatchDims).isZero(0.0f);
+    zero_descriptors += descriptors.row(i).isZero(0.0f);
   }
   r.zero_patch_share = static_cast<double>(zero_patches) / total;
   // Identical descriptors get the same code: with a context ring only the black patches whose
   // ring is black too are forced onto one code.
-  const RowMatrix descriptors = patch_descriptors(images.pixels, images.count, codebook.context());
-  std::size_t zero_descriptors = 0;
-  for (Eigen::Index i = 0; i < descriptors.rows(); ++i)
-    zero_descriptors += descriptors.row(i).isZero(0.0f);
   r.zero_descriptor_share = static_cast<double>(zero_descriptors) / total;
   r.perplexity_bound = max_perplexity_with_atom(r.zero_descriptor_share, codebook.size());
   return r;
