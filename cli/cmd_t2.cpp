@@ -1,6 +1,7 @@
 // `neat train t2` (per-domain singular-value experts, prototypes, CEM few-shot mixtures) and
 // `neat t2 eval` (domain identification and bits per byte with the experts on a corpus split):
 // the Transformer² sub-commands (Sun et al. 2025, arXiv 2501.06252).
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -28,6 +29,14 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
                   "recompute the CEM mixtures of the few-shot classes of out_dir/experts.ckpt, "
                   "keeping z and the prototypes");
 
+  auto merge = std::make_shared<std::vector<std::string>>();
+  train
+      ->add_option("--merge", *merge,
+                   "combine the experts.ckpt files of runs over disjoint domains (trained in "
+                   "parallel processes) into out_dir, then search the few-shot mixtures and fit "
+                   "the dispatch")
+      ->expected(1, -1);
+
   auto eval_options = std::make_shared<t2::T2EvalOptions>();
   eval_options->experts = source_path("models/t2/experts.ckpt");
   eval_options->base_model = source_path("models/blt/byte_lm.bf16.ckpt");
@@ -51,8 +60,8 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   eval->add_flag("--id-only", e.id_only, "domain identification only (no bits per byte)");
   eval->add_option("--threads", e.threads, "BLAS threads")->capture_default_str();
 
-  return [train, t2cmd, eval, config, eval_options, prototypes_only,
-          fewshot_only]() -> std::optional<int> {
+  return [train, t2cmd, eval, config, eval_options, prototypes_only, fewshot_only,
+          merge]() -> std::optional<int> {
     if (*train) {
       const auto options = t2::T2TrainOptions::load(*config);
       if (*fewshot_only) {
@@ -72,6 +81,16 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
       std::ifstream in(*config);
       std::ostringstream text;
       text << in.rdbuf();
+      if (!merge->empty()) {
+        std::string command = "neat train t2 --config " + *config + " --merge";
+        for (const auto& f : *merge) command += " " + f;
+        const std::vector<std::filesystem::path> parts(merge->begin(), merge->end());
+        nlohmann::json out = t2::merge_experts(options, parts, std::cerr, command, text.str());
+        out.erase("config");
+        out.erase("parts");
+        std::cout << out.dump(2) << "\n";
+        return 0;
+      }
       const auto prov =
           t2::train_experts(options, std::cerr, "neat train t2 --config " + *config, text.str());
       nlohmann::json out = prov;

@@ -73,6 +73,50 @@ TEST_F(ShippedLM, IdentityExpertReproducesEveryMlpMatrix) {
   }
 }
 
+TEST_F(ShippedLM, AllMatricesAddTheAttentionProjectionsAndZOfOneChangesOnlyItsMatrix) {
+  const auto names = t2::adapted_matrix_names(*model_, t2::MatrixSet::kAll);
+  ASSERT_EQ(names.size(), 24u);  // 4 blocks x (wq, wk, wv, wo, up, down)
+  EXPECT_EQ(names[0], "blocks.0.attn.wq.weight");
+  EXPECT_EQ(names[3], "blocks.0.attn.wo.weight");
+  EXPECT_EQ(names[5], "blocks.0.mlp.down.weight");
+  EXPECT_EQ(names[23], "blocks.3.mlp.down.weight");
+  EXPECT_EQ(t2::adapted_matrix_names(*model_, t2::MatrixSet::kMlp), t2::mlp_matrix_names(*model_));
+  EXPECT_EQ(&t2::adapted_linear(*model_, "blocks.2.attn.wk.weight"), &model_->blocks[2]->attn.wk);
+  EXPECT_EQ(&t2::adapted_linear(*model_, "blocks.1.mlp.up.weight"), &model_->blocks[1]->mlp.up);
+  for (const char* bad : {"lm_head.weight", "blocks.4.mlp.up.weight", "blocks.x.attn.wq.weight",
+                          "blocks.0.attn.wq.bias", "blocks..mlp.up.weight"}) {
+    EXPECT_THROW(t2::adapted_linear(*model_, bad), std::invalid_argument) << bad;
+  }
+  EXPECT_EQ(t2::parse_matrix_set("all"), t2::MatrixSet::kAll);
+  EXPECT_THROW(t2::parse_matrix_set("attention"), std::invalid_argument);
+
+  const auto all = t2::ModelFactors::decompose(*model_, {}, names);
+  ASSERT_EQ(all.names, names);
+  // z = 1 reproduces every matrix, the attention projections included.
+  const auto w = t2::compose_all(all, t2::identity_expert(all));
+  for (std::size_t m = 0; m < names.size(); ++m) {
+    EXPECT_LT(relative_error(t2::adapted_linear(*model_, names[m]).weight.contiguous().to_vector(),
+                             w.matrices[m]),
+              1e-6)
+        << names[m];
+  }
+  // Scaling the singular values of blocks.1.attn.wv alone writes only that matrix of the copy.
+  auto z = t2::identity_expert(all);
+  for (auto& v : z[8]) v = 0.5f;  // names[8] = blocks.1.attn.wv.weight
+  ASSERT_EQ(names[8], "blocks.1.attn.wv.weight");
+  auto copy = t2::copy_model(*model_);
+  t2::apply_weights(all, t2::compose_all(all, z), *copy);
+  for (std::size_t m = 0; m < names.size(); ++m) {
+    const auto before = t2::adapted_linear(*model_, names[m]).weight.contiguous().to_vector();
+    const auto after = t2::adapted_linear(*copy, names[m]).weight.contiguous().to_vector();
+    if (m == 8) {
+      EXPECT_NEAR(relative_error(before, after), 0.5, 1e-5);  // W' = U diag(0.5 sigma) V^T
+    } else {
+      EXPECT_LT(relative_error(before, after), 1e-6) << names[m];
+    }
+  }
+}
+
 TEST_F(ShippedLM, ApplyAdaptationComposesThroughTheCacheIntoACopy) {
   const auto experts = two_experts();
   auto copy = t2::copy_model(*model_);

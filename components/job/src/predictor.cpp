@@ -20,14 +20,15 @@ namespace neat::job {
 
 namespace {
 
-// The model t2's adapted MLP weights are written into (t2::apply_weights). From a float32 model:
-// a full float32 copy (t2::copy_model). From a model with bfloat16 Linear weights: the MLP's
-// up and down weights are the copy's own float32 matrices (the composed weights
-// U diag(sigma * z) V^T are not bfloat16 values, and rounding them would cost bits per byte),
-// and every other tensor (embeddings, norms, biases, the bfloat16 attention and lm_head
-// weights) is shared with the read-only model, never written: the copy holds only the 2 L MLP
-// matrices, 8 MiB for the shipped byte LM instead of 13.8 MiB.
-std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<float>& model) {
+// The model t2's adapted weights (the matrices `adapted`, t2::ExpertSet::matrices) are written
+// into (t2::apply_weights). From a float32 model: a full float32 copy (t2::copy_model). From a
+// model with bfloat16 Linear weights: the adapted matrices are the copy's own float32 matrices
+// (the composed weights U diag(sigma * z) V^T are not bfloat16 values, and rounding them would
+// cost bits per byte), and every other tensor (embeddings, norms, biases, the bfloat16 weights
+// not adapted, lm_head) is shared with the read-only model, never written: with MLP experts the
+// copy holds only the 2 L MLP matrices, 8 MiB for the shipped byte LM instead of 13.8 MiB.
+std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<float>& model,
+                                                       const std::vector<std::string>& adapted) {
   if (nn::count_bf16_linear_weights(model) == 0) return t2::copy_model(model);
   auto copy = std::make_unique<nn::TransformerLM<float>>(model.config());
   auto share = [](nn::Linear<float>& to, const nn::Linear<float>& from) {
@@ -51,9 +52,11 @@ std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<f
     share(to.attn.wk, from.attn.wk);
     share(to.attn.wv, from.attn.wv);
     share(to.attn.wo, from.attn.wo);
-    own_float(to.mlp.up, from.mlp.up);
-    own_float(to.mlp.down, from.mlp.down);
+    share(to.mlp.up, from.mlp.up);
+    share(to.mlp.down, from.mlp.down);
   }
+  for (const auto& name : adapted)
+    own_float(t2::adapted_linear(*copy, name), t2::adapted_linear(model, name));
   copy->norm_f.weight = model.norm_f.weight;
   share(copy->lm_head, model.lm_head);
   return copy;
@@ -108,13 +111,14 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
     experts_.emplace(
         t2::ExpertSet::load(components::resolve_path(str("experts", "models/t2/experts.ckpt"))));
     // U, V in the profile's precision; shared with t2 (issue 8).
-    factors_ = t2::shared_model_factors(model_file, t2::factor_storage(precision));
+    factors_ =
+        t2::shared_model_factors(model_file, t2::factor_storage(precision), experts_->matrices);
     experts_->check_compatible(*factors_);
     cache_ = t2::shared_weight_cache(
         components::resolve_path(str("experts", "models/t2/experts.ckpt")).string() + "|" +
             model_file.string() + "|" + precision,
         t2::budgeted_cache_options({}, ctx.profile().memory_budget_bytes));
-    adapted_ = adapted_copy(*model_);
+    adapted_ = adapted_copy(*model_, factors_->names);
     bus::subscribe<blt::Adaptation>(ctx.node(), adaptation_topic_,
                                     [this](const blt::Adaptation& a, const bus::Message&) {
                                       auto it = pending_.find(a.doc_id);

@@ -16,15 +16,6 @@ namespace neat::t2 {
 
 namespace {
 
-nn::Tensor<float>& mlp_matrix(nn::TransformerLM<float>& model, std::size_t index) {
-  auto& block = *model.blocks.at(index / 2);
-  return index % 2 == 0 ? block.mlp.up.weight : block.mlp.down.weight;
-}
-const nn::Tensor<float>& mlp_matrix(const nn::TransformerLM<float>& model, std::size_t index) {
-  const auto& block = *model.blocks.at(index / 2);
-  return index % 2 == 0 ? block.mlp.up.weight : block.mlp.down.weight;
-}
-
 nn::CheckpointTensor f32_tensor(std::string name, const std::vector<float>& values) {
   nn::CheckpointTensor t;
   t.name = std::move(name);
@@ -74,21 +65,77 @@ std::string alpha_key(const std::vector<double>& alpha) {
 
 }  // namespace
 
-std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model) {
+MatrixSet parse_matrix_set(const std::string& name) {
+  if (name == "mlp") return MatrixSet::kMlp;
+  if (name == "all") return MatrixSet::kAll;
+  throw std::invalid_argument("t2: matrices '" + name + "' (expected mlp or all)");
+}
+
+const char* matrix_set_name(MatrixSet set) { return set == MatrixSet::kAll ? "all" : "mlp"; }
+
+std::vector<std::string> adapted_matrix_names(const nn::TransformerLM<float>& model,
+                                              MatrixSet set) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < model.blocks.size(); ++i) {
-    names.push_back("blocks." + std::to_string(i) + ".mlp.up.weight");
-    names.push_back("blocks." + std::to_string(i) + ".mlp.down.weight");
+    const auto block = "blocks." + std::to_string(i);
+    if (set == MatrixSet::kAll) {
+      for (const char* p : {"wq", "wk", "wv", "wo"})
+        names.push_back(block + ".attn." + p + ".weight");
+    }
+    names.push_back(block + ".mlp.up.weight");
+    names.push_back(block + ".mlp.down.weight");
   }
   return names;
 }
 
+std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model) {
+  return adapted_matrix_names(model, MatrixSet::kMlp);
+}
+
+nn::Linear<float>& adapted_linear(nn::TransformerLM<float>& model, const std::string& name) {
+  const auto& c = static_cast<const nn::TransformerLM<float>&>(model);
+  return const_cast<nn::Linear<float>&>(adapted_linear(c, name));
+}
+
+const nn::Linear<float>& adapted_linear(const nn::TransformerLM<float>& model,
+                                        const std::string& name) {
+  // blocks.<i>.<attn|mlp>.<layer>.weight
+  const std::string prefix = "blocks.";
+  const auto bad = [&] {
+    return std::invalid_argument("t2: '" + name +
+                                 "' is not an adaptable matrix (blocks.<i>.attn.{wq,wk,wv,wo}."
+                                 "weight or blocks.<i>.mlp.{up,down}.weight)");
+  };
+  if (name.rfind(prefix, 0) != 0) throw bad();
+  const auto dot = name.find('.', prefix.size());
+  if (dot == std::string::npos || dot == prefix.size()) throw bad();
+  std::size_t block = 0;
+  for (std::size_t i = prefix.size(); i < dot; ++i) {
+    if (name[i] < '0' || name[i] > '9') throw bad();
+    block = block * 10 + static_cast<std::size_t>(name[i] - '0');
+  }
+  if (block >= model.blocks.size()) {
+    throw std::invalid_argument("t2: '" + name + "': the model has " +
+                                std::to_string(model.blocks.size()) + " blocks");
+  }
+  const auto& b = *model.blocks[block];
+  const auto layer = name.substr(dot + 1);
+  if (layer == "attn.wq.weight") return b.attn.wq;
+  if (layer == "attn.wk.weight") return b.attn.wk;
+  if (layer == "attn.wv.weight") return b.attn.wv;
+  if (layer == "attn.wo.weight") return b.attn.wo;
+  if (layer == "mlp.up.weight") return b.mlp.up;
+  if (layer == "mlp.down.weight") return b.mlp.down;
+  throw bad();
+}
+
 ModelFactors ModelFactors::decompose(const nn::TransformerLM<float>& model,
-                                     const SvdOptions& options) {
+                                     const SvdOptions& options,
+                                     const std::vector<std::string>& names) {
   ModelFactors m;
-  m.names = mlp_matrix_names(model);
-  for (std::size_t i = 0; i < m.names.size(); ++i) {
-    const auto& w = mlp_matrix(model, i);
+  m.names = names.empty() ? mlp_matrix_names(model) : names;
+  for (const auto& name : m.names) {
+    const auto& w = adapted_linear(model, name).weight;
     m.factors.push_back(t2::decompose(w.contiguous().to_vector(), w.size(0), w.size(1), options));
   }
   return m;
@@ -462,11 +509,11 @@ std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<flo
 void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
                    nn::TransformerLM<float>& target) {
   if (weights.matrices.size() != factors.factors.size() ||
-      target.blocks.size() * 2 != factors.factors.size()) {
+      factors.names.size() != factors.factors.size()) {
     throw std::invalid_argument("t2: composed weights do not match the target model");
   }
   for (std::size_t m = 0; m < weights.matrices.size(); ++m) {
-    auto& w = mlp_matrix(target, m);
+    auto& w = adapted_linear(target, factors.names[m]).weight;
     if (!w.is_contiguous() || w.numel() != static_cast<std::int64_t>(weights.matrices[m].size())) {
       throw std::invalid_argument("t2: " + factors.names[m] + " has another shape in the target");
     }

@@ -17,31 +17,31 @@ nn::DType factor_storage(const std::string& precision) {
 }
 
 std::shared_ptr<const ModelFactors> shared_model_factors(const std::filesystem::path& checkpoint,
-                                                         nn::DType storage) {
+                                                         nn::DType storage,
+                                                         const std::vector<std::string>& names) {
   std::error_code ec;
   auto canonical = std::filesystem::weakly_canonical(checkpoint, ec);
   if (ec) canonical = checkpoint;
-  return nn::shared_instance<const ModelFactors>(
-      "svd:" + canonical.string() + ":" + nn::dtype_name(storage), [&] {
-        // The byte LM in the same precision as the factors (one instance with blt and
-        // blt_predict of that precision).
-        const auto model = blt::shared_byte_lm(checkpoint, storage);
-        SvdOptions options;
-        options.storage = storage;
-        if (nn::count_bf16_linear_weights(*model) == 0)
-          return std::make_shared<const ModelFactors>(ModelFactors::decompose(*model, options));
-        // bf16-stored weights: each MLP matrix widened back to float32 (the values
-        // ModelFactors::decompose reads from a float32 model of a bf16 checkpoint), one at a time.
-        ModelFactors m;
-        m.names = mlp_matrix_names(*model);
-        for (const auto& block : model->blocks) {
-          for (const nn::Linear<float>* l : {&block->mlp.up, &block->mlp.down}) {
-            const nn::Bf16Matrix& w = l->weight_bf16;
-            m.factors.push_back(decompose(w.to_float().to_vector(), w.rows(), w.cols(), options));
-          }
-        }
-        return std::make_shared<const ModelFactors>(std::move(m));
-      });
+  std::string key = "svd:" + canonical.string() + ":" + nn::dtype_name(storage);
+  for (const auto& n : names) key += ":" + n;
+  return nn::shared_instance<const ModelFactors>(key, [&] {
+    // The byte LM in the same precision as the factors (one instance with blt and
+    // blt_predict of that precision).
+    const auto model = blt::shared_byte_lm(checkpoint, storage);
+    SvdOptions options;
+    options.storage = storage;
+    if (nn::count_bf16_linear_weights(*model) == 0)
+      return std::make_shared<const ModelFactors>(ModelFactors::decompose(*model, options, names));
+    // bf16-stored weights: each matrix widened back to float32 (the values
+    // ModelFactors::decompose reads from a float32 model of a bf16 checkpoint), one at a time.
+    ModelFactors m;
+    m.names = names.empty() ? mlp_matrix_names(*model) : names;
+    for (const auto& name : m.names) {
+      const nn::Bf16Matrix& w = adapted_linear(*model, name).weight_bf16;
+      m.factors.push_back(decompose(w.to_float().to_vector(), w.rows(), w.cols(), options));
+    }
+    return std::make_shared<const ModelFactors>(std::move(m));
+  });
 }
 
 WeightCacheOptions budgeted_cache_options(WeightCacheOptions configured,

@@ -121,7 +121,7 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
   if (!experts_) experts_.emplace(ExpertSet::load(components::resolve_path(experts_file)));
   if (compose) {
     const auto base = components::resolve_path(base_file);
-    factors_ = shared_model_factors(base, factor_storage(precision_));
+    factors_ = shared_model_factors(base, factor_storage(precision_), experts_->matrices);
     experts_->check_compatible(*factors_);
     // The expert basis makes a composition a copy plus axpys; it costs experts x the MLP
     // weights, kept only within the cache's share of the run's memory budget (if any).

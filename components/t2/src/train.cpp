@@ -49,7 +49,10 @@ config::Schema T2TrainOptions::schema() {
           .optional("power_iterations", Schema::integer(0, 100).default_value("2"),
                     "subspace iterations (Halko et al. q)")
           .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
-                    "dtype of U and V");
+                    "dtype of U and V")
+          .optional("matrices", Schema::one_of({"mlp", "all"}).default_value("mlp"),
+                    "matrices SVF adapts: mlp (each block's MLP up and down) or all (also the "
+                    "attention projections wq, wk, wv, wo)");
   T2TrainOptions d;  // the documented defaults are the struct's
   auto train =
       Schema::map()
@@ -89,7 +92,7 @@ config::Schema T2TrainOptions::schema() {
           .optional("cem", cem, "cross-entropy method");
   return Schema::map()
       .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
-                "byte LM checkpoint whose MLP matrices are decomposed")
+                "byte LM checkpoint whose matrices are decomposed")
       .optional("corpus", Schema::string().default_value("data/corpus"), "prepared corpus")
       .optional("domains", Schema::list(Schema::string(), 1), "one expert per domain")
       .optional("decomposition", svd, "SVD settings")
@@ -114,6 +117,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (s["power_iterations"]) o.svd.power_iterations = s["power_iterations"].as<std::int64_t>();
     if (s["storage"])
       o.svd.storage = s["storage"].as<std::string>() == "bf16" ? nn::DType::bf16 : nn::DType::f32;
+    if (s["matrices"]) o.matrices = parse_matrix_set(s["matrices"].as<std::string>());
   }
   if (const auto t = root["train"]) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
@@ -226,12 +230,7 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
   std::uniform_int_distribution<std::size_t> offset(
       0, stream.size() - static_cast<std::size_t>(T) - 1);
   std::vector<nn::Tensor<float>*> weights;
-  {
-    for (std::size_t b = 0; b < adapted.blocks.size(); ++b) {
-      weights.push_back(&adapted.blocks[b]->mlp.up.weight);
-      weights.push_back(&adapted.blocks[b]->mlp.down.weight);
-    }
-  }
+  for (const auto& name : factors.names) weights.push_back(&adapted_linear(adapted, name).weight);
   DomainRun run;
   for (std::int64_t step = 0; step < o.steps; ++step) {
     {
@@ -452,6 +451,47 @@ nlohmann::json fit_dispatch(ExpertSet& set, const ClassEmbeddings& train,
   return {{"grid", grid}, {"chosen", chosen}, {"selected_on", "val"}, {"fitted_on", "train"}};
 }
 
+namespace {
+
+// What a run does once z of every domain is known: the CEM mixtures of the few-shot domains,
+// the dispatch, the provenance (`prov` already holds the caller's own records), experts.ckpt
+// and provenance.json in out_dir.
+nlohmann::json finish_expert_set(const T2TrainOptions& o, const data::Manifest& manifest,
+                                 const nn::TransformerLM<float>& base,
+                                 nn::TransformerLM<float>& adapted, const ModelFactors& factors,
+                                 ExpertSet& set, nlohmann::json scores, nlohmann::json prov,
+                                 Clock::time_point wall_start, const std::string& command,
+                                 const std::string& config_text, std::ostream& progress) {
+  for (const auto& domain : o.fewshot_domains) {
+    DispatchClass cls;
+    cls.name = domain;
+    cls.fewshot = true;
+    scores[domain] =
+        fewshot_mixture(o, manifest, base, adapted, factors, set, domain, cls.alpha, progress);
+    set.classes.push_back(std::move(cls));
+  }
+  const auto dispatch = build_dispatch(o, manifest, base, set, progress);
+  const double wall = std::chrono::duration<double>(Clock::now() - wall_start).count();
+  prov["command"] = command;
+  prov["config"] = config_text;
+  prov["corpus_manifest_sha256"] = manifest.manifest_sha256;
+  prov["base_model"] = o.base_model.string();
+  prov["base_model_sha256"] = file_sha256(o.base_model);
+  prov["matrices"] = matrix_set_name(o.matrices);
+  prov["finished_utc"] = now_utc();
+  prov["wall_seconds"] = wall;
+  prov["threads"] = o.threads;
+  prov["scores"] = scores;
+  prov["dispatch"] = dispatch;
+  set.provenance = prov;
+  set.save(o.out_dir / "experts.ckpt");
+  std::ofstream(o.out_dir / "provenance.json") << prov.dump(2) << "\n";
+  progress << "t2: wrote " << (o.out_dir / "experts.ckpt").string() << " in " << wall << " s\n";
+  return prov;
+}
+
+}  // namespace
+
 nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
                              const std::string& command, const std::string& config_text) {
   const auto wall_start = Clock::now();
@@ -461,15 +501,13 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
   auto adapted = copy_model(*base);
   base->set_trainable(false);
   adapted->set_trainable(false);
-  for (auto& b : adapted->blocks) {
-    b->mlp.up.weight.set_requires_grad(true);
-    b->mlp.down.weight.set_requires_grad(true);
-  }
+  const auto names = adapted_matrix_names(*base, o.matrices);
+  for (const auto& name : names) adapted_linear(*adapted, name).weight.set_requires_grad(true);
   const auto t0 = Clock::now();
-  const auto factors = ModelFactors::decompose(*base, o.svd);
+  const auto factors = ModelFactors::decompose(*base, o.svd, names);
   const double svd_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  progress << "t2: decomposed " << factors.factors.size() << " MLP matrices in " << svd_seconds
-           << " s\n";
+  progress << "t2: decomposed " << factors.factors.size() << " matrices ("
+           << matrix_set_name(o.matrices) << ") in " << svd_seconds << " s\n";
 
   ExpertSet set;
   set.matrices = factors.names;
@@ -506,33 +544,69 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
         {"ratio", expert_bpb / base_bpb},     {"final_ce_nats", run.final_loss},
         {"final_kl_nats", run.final_kl},      {"train_seconds", run.seconds}};
   }
-  for (const auto& domain : o.fewshot_domains) {
-    DispatchClass cls;
-    cls.name = domain;
-    cls.fewshot = true;
-    scores[domain] =
-        fewshot_mixture(o, manifest, *base, *adapted, factors, set, domain, cls.alpha, progress);
+  nlohmann::json prov;
+  prov["svd_seconds"] = svd_seconds;
+  return finish_expert_set(o, manifest, *base, *adapted, factors, set, scores, std::move(prov),
+                           wall_start, command, config_text, progress);
+}
+
+nlohmann::json merge_experts(const T2TrainOptions& o,
+                             const std::vector<std::filesystem::path>& parts,
+                             std::ostream& progress, const std::string& command,
+                             const std::string& config_text) {
+  const auto wall_start = Clock::now();
+  if (parts.empty()) throw std::runtime_error("t2: merge without expert files");
+  nn::set_num_threads(o.threads);
+  const auto manifest = data::load_manifest(o.corpus);
+  const auto base_sha = file_sha256(o.base_model);
+  ExpertSet set;
+  nlohmann::json scores = nlohmann::json::object(), records = nlohmann::json::array();
+  for (const auto& file : parts) {
+    auto part = ExpertSet::load(file);
+    if (set.domains.empty()) {
+      set.matrices = part.matrices;
+      set.ranks = part.ranks;
+    } else if (part.matrices != set.matrices || part.ranks != set.ranks) {
+      throw std::runtime_error(file.string() + ": other matrices or ranks than " +
+                               parts.front().string());
+    }
+    const auto sha = part.provenance.value("base_model_sha256", std::string());
+    if (sha != base_sha) {
+      throw std::runtime_error(file.string() + ": trained on base model sha256 '" + sha +
+                               "', not " + o.base_model.string() + " (" + base_sha + ")");
+    }
+    for (std::size_t d = 0; d < part.domains.size(); ++d) {
+      const auto& domain = part.domains[d];
+      if (std::find(set.domains.begin(), set.domains.end(), domain) != set.domains.end()) {
+        throw std::runtime_error(file.string() + ": domain '" + domain +
+                                 "' is already in an earlier part");
+      }
+      set.domains.push_back(domain);
+      set.experts.push_back(part.experts.at(d));
+      if (part.provenance.contains("scores") && part.provenance["scores"].contains(domain))
+        scores[domain] = part.provenance["scores"][domain];
+    }
+    nlohmann::json record = part.provenance;
+    record.erase("dispatch");
+    record["file"] = file.string();
+    records.push_back(std::move(record));
+  }
+  for (std::size_t d = 0; d < set.domains.size(); ++d) {
+    DispatchClass cls;  // prototypes: build_dispatch()
+    cls.name = set.domains[d];
+    cls.alpha.assign(set.domains.size(), 0.0);
+    cls.alpha[d] = 1.0;
     set.classes.push_back(std::move(cls));
   }
-  const auto dispatch = build_dispatch(o, manifest, *base, set, progress);
-  const double wall = std::chrono::duration<double>(Clock::now() - wall_start).count();
+  progress << "t2: merged " << set.domains.size() << " experts from " << parts.size() << " files\n";
+  auto base = blt::load_byte_lm(o.base_model);
+  auto adapted = copy_model(*base);
+  const auto factors = ModelFactors::decompose(*base, o.svd, set.matrices);
+  set.check_compatible(factors);
   nlohmann::json prov;
-  prov["command"] = command;
-  prov["config"] = config_text;
-  prov["corpus_manifest_sha256"] = manifest.manifest_sha256;
-  prov["base_model"] = o.base_model.string();
-  prov["base_model_sha256"] = file_sha256(o.base_model);
-  prov["finished_utc"] = now_utc();
-  prov["wall_seconds"] = wall;
-  prov["svd_seconds"] = svd_seconds;
-  prov["threads"] = o.threads;
-  prov["scores"] = scores;
-  prov["dispatch"] = dispatch;
-  set.provenance = prov;
-  set.save(o.out_dir / "experts.ckpt");
-  std::ofstream(o.out_dir / "provenance.json") << prov.dump(2) << "\n";
-  progress << "t2: wrote " << (o.out_dir / "experts.ckpt").string() << " in " << wall << " s\n";
-  return prov;
+  prov["parts"] = std::move(records);
+  return finish_expert_set(o, manifest, *base, *adapted, factors, set, scores, std::move(prov),
+                           wall_start, command, config_text, progress);
 }
 
 nlohmann::json refresh_prototypes(const T2TrainOptions& o, std::ostream& progress,
@@ -564,7 +638,7 @@ nlohmann::json refresh_fewshot(const T2TrainOptions& o, std::ostream& progress,
   auto adapted = copy_model(*base);
   const auto file = o.out_dir / "experts.ckpt";
   auto set = ExpertSet::load(file);
-  const auto factors = ModelFactors::decompose(*base, o.svd);
+  const auto factors = ModelFactors::decompose(*base, o.svd, set.matrices);
   set.check_compatible(factors);
   nlohmann::json scores = nlohmann::json::object();
   for (auto& cls : set.classes) {
@@ -592,7 +666,7 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
   const auto experts = ExpertSet::load(o.experts);
   auto base = blt::load_byte_lm(o.base_model);
   auto adapted = copy_model(*base);
-  const auto factors = ModelFactors::decompose(*base, SvdOptions{});
+  const auto factors = ModelFactors::decompose(*base, SvdOptions{}, experts.matrices);
   experts.check_compatible(factors);
   nlohmann::json domains = nlohmann::json::object();
   bool all_met = true;

@@ -28,16 +28,37 @@
 
 namespace neat::t2 {
 
-/// Parameter names of the matrices SVF adapts: blocks.<i>.mlp.up.weight (mlp_hidden x dim) and
-/// blocks.<i>.mlp.down.weight (dim x mlp_hidden) of every block, in block order.
-std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model);
+/// Which weight matrices SVF adapts (YAML `decomposition.matrices` of `neat train t2`).
+/// kMlp: the MLP's blocks.<i>.mlp.up.weight (mlp_hidden x dim) and blocks.<i>.mlp.down.weight
+/// (dim x mlp_hidden) of every block, the reference implementation's choice. kAll: also the
+/// attention projections blocks.<i>.attn.{wq,wk,wv,wo}.weight (dim x dim) — Sun et al. §3.1
+/// define SVF for any weight matrix; more singular values per expert (6 instead of 2 per block).
+enum class MatrixSet { kMlp, kAll };
+/// "mlp" / "all"; throws std::invalid_argument naming the accepted values otherwise.
+MatrixSet parse_matrix_set(const std::string& name);
+const char* matrix_set_name(MatrixSet set);
 
-/// The SVD factors of every adapted matrix of one model (same order as mlp_matrix_names).
+/// Parameter names of the matrices of `set`, per block in block order (kAll: wq, wk, wv, wo, up,
+/// down; kMlp: up, down).
+std::vector<std::string> adapted_matrix_names(const nn::TransformerLM<float>& model,
+                                              MatrixSet set = MatrixSet::kMlp);
+/// The MLP matrices only: adapted_matrix_names(model, MatrixSet::kMlp).
+std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model);
+/// The Linear layer whose weight is named `name` (blocks.<i>.attn.{wq,wk,wv,wo}.weight or
+/// blocks.<i>.mlp.{up,down}.weight); throws std::invalid_argument for any other name or a block
+/// index out of range.
+nn::Linear<float>& adapted_linear(nn::TransformerLM<float>& model, const std::string& name);
+const nn::Linear<float>& adapted_linear(const nn::TransformerLM<float>& model,
+                                        const std::string& name);
+
+/// The SVD factors of every adapted matrix of one model (in the order of `names`).
 struct ModelFactors {
   std::vector<std::string> names;
   std::vector<SvfFactors> factors;
-  /// Decomposes every MLP matrix of `model` with `options` (see decompose()).
-  static ModelFactors decompose(const nn::TransformerLM<float>& model, const SvdOptions& options);
+  /// Decomposes the matrices `names` of `model` (default: every MLP matrix) with `options` (see
+  /// decompose()). Throws what adapted_linear and decompose throw.
+  static ModelFactors decompose(const nn::TransformerLM<float>& model, const SvdOptions& options,
+                                const std::vector<std::string>& names = {});
   std::vector<std::int64_t> ranks() const;
 };
 

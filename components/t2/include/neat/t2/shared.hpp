@@ -18,14 +18,16 @@ namespace neat::t2 {
 /// "float32" -> nn::DType::f32; throws std::invalid_argument otherwise.
 nn::DType factor_storage(const std::string& precision);
 
-/// ModelFactors::decompose of the byte LM in `checkpoint` (blt::shared_byte_lm in the same
-/// `storage`: bf16 keeps the shared model's Linear weights in bfloat16 too, and each MLP matrix
-/// is widened to float32 for its SVD) with U and V stored in `storage` (SvdOptions defaults
-/// otherwise), computed once per process and shared, keyed by the canonical path and the
-/// storage. For a bf16 checkpoint both storages decompose the same float values. Throws what
-/// load_byte_lm and decompose throw.
-std::shared_ptr<const ModelFactors> shared_model_factors(const std::filesystem::path& checkpoint,
-                                                         nn::DType storage);
+/// ModelFactors::decompose of the matrices `names` (default: every MLP matrix; an expert set
+/// passes its ExpertSet::matrices) of the byte LM in `checkpoint` (blt::shared_byte_lm in the
+/// same `storage`: bf16 keeps the shared model's Linear weights in bfloat16 too, and each
+/// matrix is widened to float32 for its SVD) with U and V stored in `storage` (SvdOptions
+/// defaults otherwise), computed once per process and shared, keyed by the canonical path, the
+/// storage and the names. For a bf16 checkpoint both storages decompose the same float values.
+/// Throws what load_byte_lm, adapted_linear and decompose throw.
+std::shared_ptr<const ModelFactors> shared_model_factors(
+    const std::filesystem::path& checkpoint, nn::DType storage,
+    const std::vector<std::string>& names = {});
 
 /// Share of the run's memory budget the composed-weight cache may hold: 1/32 (a 2 GiB budget
 /// keeps 64 MiB, seven composed sets of the shipped byte LM's MLP; 256 MiB keeps 8 MiB).

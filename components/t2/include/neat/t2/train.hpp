@@ -30,7 +30,8 @@ struct T2TrainOptions {
   std::uint64_t fewshot_bytes = 512;  ///< bytes of each few-shot document scored by CEM
   CemOptions cem;  ///< population, elite ratio, iterations, identity component (default on)
   T2TrainOptions() { cem.identity_component = true; }
-  SvdOptions svd;  ///< decomposition (experts need energy_fraction 1)
+  SvdOptions svd;                        ///< decomposition (experts need energy_fraction 1)
+  MatrixSet matrices = MatrixSet::kMlp;  ///< which matrices SVF adapts (decomposition.matrices)
   std::int64_t steps = 150, batch = 8, seq_len = 128;
   double lr = 5e-3, min_lr = 5e-4, weight_decay = 0.0, clip = 1.0;
   std::int64_t warmup = 10;
@@ -60,6 +61,18 @@ struct T2TrainOptions {
 /// provenance JSON. Throws data::CorpusError when the corpus is missing.
 nlohmann::json train_experts(const T2TrainOptions& options, std::ostream& progress,
                              const std::string& command, const std::string& config_text);
+
+/// Combines the experts of several `neat train t2` runs over disjoint domain lists (`parts`,
+/// their experts.ckpt files; same base model, matrices and ranks) into one set, then does what
+/// a full run does after training: the CEM mixtures of the options' few-shot domains, the
+/// dispatch, out_dir/experts.ckpt and out_dir/provenance.json (each part's command, config,
+/// wall time and scores under "parts"). Lets the domains train in parallel processes. Throws
+/// std::runtime_error naming the file for a duplicate domain, other matrices or ranks, or a part
+/// trained on another base model (sha256 differs). Returns the provenance.
+nlohmann::json merge_experts(const T2TrainOptions& options,
+                             const std::vector<std::filesystem::path>& parts,
+                             std::ostream& progress, const std::string& command,
+                             const std::string& config_text);
 
 /// Recomputes the dispatch of out_dir/experts.ckpt, keeping z and α: the mean prototype of each
 /// class and the multi-prototype dispatch (fit_dispatch()) from the train embeddings (expert

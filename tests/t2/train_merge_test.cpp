@@ -1,0 +1,136 @@
+// `neat train t2` on a tiny synthetic two-domain corpus with the shipped byte LM: experts over
+// every matrix (decomposition.matrices: all) trained in two runs over disjoint domains, then
+// merged (--merge) into one set with the dispatch; the merge's refusals (a domain twice, a part
+// trained on another base model).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "neat/data/corpus.hpp"
+#include "neat/t2/train.hpp"
+
+using namespace neat;
+namespace fs = std::filesystem;
+
+namespace {
+
+class TrainMerge : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("neat-t2-merge-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    // Two domains of about 600-byte files: English-like sentences and C-like lines.
+    std::mt19937_64 rng(11);
+    const std::vector<std::string> words = {"the", "memory", "reads", "every", "patch", "and"};
+    const std::vector<std::string> lines = {"int x = 0;", "return y;", "x += 1;", "if (x) {", "}"};
+    data::PrepareOptions p;
+    p.sources.clear();
+    for (const auto& [domain, vocab, sep] :
+         {std::tuple{std::string("en"), words, std::string(" ")},
+          std::tuple{std::string("c"), lines, std::string("\n")}}) {
+      const auto src = dir_ / ("src-" + domain);
+      fs::create_directories(src);
+      for (int f = 0; f < 30; ++f) {
+        std::ofstream out(src / ("doc" + std::to_string(f) + ".txt"));
+        for (std::size_t bytes = 0; bytes < 600;) {
+          const auto& w = vocab[rng() % vocab.size()];
+          out << w << sep;
+          bytes += w.size() + sep.size();
+        }
+      }
+      data::DomainSource s;
+      s.domain = domain;
+      s.package = "none (synthetic, written by this test)";
+      s.roots = {src};
+      p.sources.push_back(s);
+    }
+    p.output_dir = dir_ / "corpus";
+    p.max_document_bytes = 4096;
+    p.min_document_bytes = 256;
+    data::prepare_corpus(p);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  t2::T2TrainOptions options(std::vector<std::string> domains, const std::string& out) const {
+    t2::T2TrainOptions o;
+    o.base_model = std::string(NEAT_SOURCE_DIR) + "/models/blt/byte_lm.bf16.ckpt";
+    o.corpus = dir_ / "corpus";
+    o.domains = std::move(domains);
+    o.matrices = t2::MatrixSet::kAll;
+    o.steps = 2;
+    o.batch = 2;
+    o.seq_len = 16;
+    o.warmup = 1;
+    o.eval_bytes = 256;
+    o.threads = 1;
+    o.embedding_positions = 32;
+    o.prototype_documents = 4;
+    o.prototypes_per_class = {1};
+    o.whitening_shrinkage = {};
+    o.fewshot_domains = {};
+    o.out_dir = dir_ / out;
+    return o;
+  }
+
+  fs::path dir_;
+};
+
+}  // namespace
+
+TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
+  std::ostringstream progress;
+  t2::train_experts(options({"en"}, "a"), progress, "test a", "");
+  t2::train_experts(options({"c"}, "b"), progress, "test b", "");
+  const auto a = t2::ExpertSet::load(dir_ / "a" / "experts.ckpt");
+  const auto b = t2::ExpertSet::load(dir_ / "b" / "experts.ckpt");
+  ASSERT_EQ(a.matrices.size(), 24u);
+  EXPECT_EQ(a.matrices.front(), "blocks.0.attn.wq.weight");
+  // Two AdamW steps moved z away from 1.
+  double moved = 0.0;
+  for (const auto& v : a.experts.at(0))
+    for (float x : v) moved = std::max(moved, std::abs(double(x) - 1.0));
+  EXPECT_GT(moved, 1e-4);
+
+  const auto prov = t2::merge_experts(options({"en", "c"}, "m"),
+                                      {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"},
+                                      progress, "test merge", "");
+  const auto m = t2::ExpertSet::load(dir_ / "m" / "experts.ckpt");
+  EXPECT_EQ(m.domains, (std::vector<std::string>{"en", "c"}));
+  EXPECT_EQ(m.matrices, a.matrices);
+  EXPECT_EQ(m.experts.at(0), a.experts.at(0));
+  EXPECT_EQ(m.experts.at(1), b.experts.at(0));
+  ASSERT_EQ(m.classes.size(), 2u);
+  EXPECT_EQ(m.classes[0].alpha, (std::vector<double>{1.0, 0.0}));
+  EXPECT_EQ(m.classes[1].alpha, (std::vector<double>{0.0, 1.0}));
+  EXPECT_TRUE(m.has_multi_prototypes());
+  ASSERT_EQ(prov["parts"].size(), 2u);
+  EXPECT_EQ(prov["parts"][1]["command"], "test b");
+  EXPECT_TRUE(prov["scores"].contains("en") && prov["scores"].contains("c"));
+  EXPECT_EQ(prov["matrices"], "all");
+
+  // The same domain twice, and a part trained on another base model, are refused by name.
+  try {
+    t2::merge_experts(options({"en"}, "dup"),
+                      {dir_ / "a" / "experts.ckpt", dir_ / "a" / "experts.ckpt"}, progress, "", "");
+    FAIL() << "a domain in two parts was merged";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("domain 'en' is already"), std::string::npos) << e.what();
+  }
+  auto other = b;
+  other.provenance["base_model_sha256"] = "0123";
+  other.save(dir_ / "other.ckpt");
+  try {
+    t2::merge_experts(options({"en", "c"}, "bad"),
+                      {dir_ / "a" / "experts.ckpt", dir_ / "other.ckpt"}, progress, "", "");
+    FAIL() << "a part of another base model was merged";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("other.ckpt: trained on base model sha256 '0123'"),
+              std::string::npos)
+        << e.what();
+  }
+}
