@@ -1,7 +1,7 @@
 // `neat train t2` on a tiny synthetic two-domain corpus with the shipped byte LM: experts over
 // every matrix (decomposition.matrices: all) trained in two runs over disjoint domains, then
 // merged (--merge) into one set with the dispatch; the merge's refusals (a domain twice, a part
-// trained on another base model).
+// trained on another base model); the warm start of z from an earlier run (train.init).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -131,6 +131,39 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("other.ckpt: trained on base model sha256 '0123'"),
               std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(TrainMerge, InitStartsEachDomainFromTheZOfAnEarlierRun) {
+  std::ostringstream progress;
+  t2::train_experts(options({"en"}, "a"), progress, "test a", "");
+  const auto a = t2::ExpertSet::load(dir_ / "a" / "experts.ckpt");
+  // A vanishing learning rate: the warm-started z stays where the earlier run left it.
+  auto o = options({"en"}, "warm");
+  o.init = dir_ / "a" / "experts.ckpt";
+  o.lr = 1e-12;
+  o.min_lr = 1e-12;
+  t2::train_experts(o, progress, "test warm", "");
+  const auto warm = t2::ExpertSet::load(dir_ / "warm" / "experts.ckpt");
+  ASSERT_EQ(warm.experts.at(0).size(), a.experts.at(0).size());
+  double moved_from_one = 0.0;
+  for (std::size_t m = 0; m < a.experts[0].size(); ++m) {
+    for (std::size_t r = 0; r < a.experts[0][m].size(); ++r) {
+      ASSERT_NEAR(warm.experts[0][m][r], a.experts[0][m][r], 1e-6) << m << "," << r;
+      moved_from_one = std::max(moved_from_one, std::abs(double(a.experts[0][m][r]) - 1.0));
+    }
+  }
+  EXPECT_GT(moved_from_one, 1e-4);
+  EXPECT_NE(progress.str().find("z starts from"), std::string::npos);
+  // A domain the init file has no expert for is refused by name.
+  auto c = options({"c"}, "warm-c");
+  c.init = dir_ / "a" / "experts.ckpt";
+  try {
+    t2::train_experts(c, progress, "test warm c", "");
+    FAIL() << "warm start from a file without the domain";
+  } catch (const std::out_of_range& e) {
+    EXPECT_NE(std::string(e.what()).find("no expert for domain 'c'"), std::string::npos)
         << e.what();
   }
 }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iomanip>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -65,6 +66,8 @@ config::Schema T2TrainOptions::schema() {
                 "lambda of CE + lambda KL(adapted || base)")
       .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
                 "validation bytes per domain scored before and after")
+      .optional("init", Schema::string().default_value(""),
+                "experts file whose z of the same domain each run starts from (\"\": z = 1)")
       .optional("eval_every", Schema::integer(0, 100000000).default_value("0"),
                 "also score the validation bits per byte every this many steps (0: only at the "
                 "end); logged in train_log.csv");
@@ -127,6 +130,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
     if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
+    if (t["init"]) o.init = t["init"].as<std::string>();
     config::read_run_keys(t, {o.seed, o.threads});
   }
   if (const auto d = root["dispatch"]) {
@@ -216,14 +220,20 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
                        nn::TransformerLM<float>& adapted, const ModelFactors& factors,
                        const std::vector<std::int32_t>& stream,
                        const std::vector<std::vector<std::uint8_t>>& val, std::ostream& progress,
-                       std::ostream& log, const std::string& domain, std::uint64_t seed) {
+                       std::ostream& log, const std::string& domain, std::uint64_t seed,
+                       const ExpertVector* init) {
   const auto start = Clock::now();
   const std::int64_t B = o.batch, T = o.seq_len;
   if (static_cast<std::int64_t>(stream.size()) < T + 1) {
     throw std::runtime_error("t2: the train split of '" + domain + "' is shorter than one window");
   }
   std::vector<nn::Tensor<float>> z;
-  for (const auto& f : factors.factors) z.push_back(nn::Tensor<float>::full({f.rank}, 1.0f, true));
+  for (std::size_t m = 0; m < factors.factors.size(); ++m) {
+    const auto rank = factors.factors[m].rank;
+    z.push_back(init != nullptr ? nn::Tensor<float>::from_vector({rank}, init->at(m))
+                                : nn::Tensor<float>::full({rank}, 1.0f));
+    z.back().set_requires_grad(true);
+  }
   nn::AdamW<float> opt(z, {o.lr, 0.9, 0.999, 1e-8, o.weight_decay});
   nn::WarmupCosineLr schedule(o.lr, std::min(o.warmup, o.steps), o.steps, o.min_lr);
   std::mt19937_64 rng(seed);
@@ -506,6 +516,11 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
   const auto t0 = Clock::now();
   const auto factors = ModelFactors::decompose(*base, o.svd, names);
   const double svd_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::optional<ExpertSet> init;
+  if (!o.init.empty()) {
+    init.emplace(ExpertSet::load(o.init));
+    init->check_compatible(factors);
+  }
   progress << "t2: decomposed " << factors.factors.size() << " matrices ("
            << matrix_set_name(o.matrices) << ") in " << svd_seconds << " s\n";
 
@@ -527,8 +542,13 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
     }
     const auto val = split_bytes(manifest, domain, data::Split::kVal);
     const double base_bpb = blt::bits_per_byte(*base, val, o.eval_bytes);
+    const ExpertVector* start = nullptr;
+    if (init) {
+      start = &init->experts.at(init->domain_index(domain));
+      progress << "t2 " << domain << ": z starts from " << o.init.string() << "\n";
+    }
     auto run = train_domain(o, *base, *adapted, factors, stream, val, progress, log, domain,
-                            o.seed + 1000 * d);
+                            o.seed + 1000 * d, start);
     apply_weights(factors, compose_all(factors, run.z, kExact), *adapted);
     const double expert_bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
     progress << "t2 " << domain << ": val bits/byte base " << base_bpb << " -> expert "

@@ -48,6 +48,9 @@ struct T2TrainOptions {
   std::uint64_t seed = 1;
   int threads = 1;
   std::filesystem::path out_dir = "models/t2";
+  /// Warm start (`train.init`): z of each domain starts from this experts file's z for the same
+  /// domain (same matrices and ranks) instead of 1; empty: from 1.
+  std::filesystem::path init;
 
   static config::Schema schema();
   /// Loads and validates; relative paths stay relative to the working directory. Throws
