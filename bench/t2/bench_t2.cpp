@@ -64,9 +64,17 @@ int main(int argc, char** argv) {
   nn::set_num_threads(threads);
   const fs::path root = NEAT_SOURCE_DIR;
   const auto model = blt::load_byte_lm(root / "models/blt/byte_lm.bf16.ckpt");
-  const auto factors = t2::ModelFactors::decompose(*model, {});
+  // The matrices of the shipped experts (decomposition.matrices of their training: the MLP
+  // matrices, or every Linear of the blocks), the MLP matrices without an experts file.
+  const fs::path experts_file = root / "models/t2/experts.ckpt";
+  std::optional<t2::ExpertSet> experts;
+  if (fs::exists(experts_file)) experts.emplace(t2::ExpertSet::load(experts_file));
+  const auto factors = t2::ModelFactors::decompose(
+      *model, {}, experts ? experts->matrices : std::vector<std::string>{});
+  std::size_t mlp_matrices = 0;
+  for (const auto& n : factors.names) mlp_matrices += n.find(".mlp.") != std::string::npos ? 1 : 0;
 
-  // (1) composition of all MLP matrices: the full product U diag(σ ⊙ z) Vᵀ (compose) and the
+  // (1) composition of all adapted matrices: the full product U diag(σ ⊙ z) Vᵀ (compose) and the
   // base plus the change, W + U_r diag(σ ⊙ (z − 1))_r V_rᵀ (compose_all / compose_delta), exact
   // (p = 1) and at the default adaptive precision, for a jittered z and for the shipped experts.
   std::mt19937_64 rng(1);
@@ -82,10 +90,7 @@ int main(int argc, char** argv) {
       for (auto& x : v) x = jitter(rng);
     zcases.push_back({"z ~ N(1, 0.05²)", std::move(z)});
   }
-  const fs::path experts_file = root / "models/t2/experts.ckpt";
-  std::optional<t2::ExpertSet> experts;
-  if (fs::exists(experts_file)) {
-    experts.emplace(t2::ExpertSet::load(experts_file));
+  if (experts) {
     experts->check_compatible(factors);
     for (const auto& c : experts->classes)
       zcases.push_back({(c.fewshot ? "mixture " : "expert ") + c.name, experts->mix(c.alpha)});
@@ -97,8 +102,11 @@ int main(int argc, char** argv) {
     flops += 2ull * f.rows * f.cols * f.rank;
     dense_bytes += 4ull * f.rows * f.cols;
   }
-  std::printf("## compose W' for all %zu MLP matrices (%d thread(s), median of %d)\n\n",
-              factors.factors.size(), threads, repeats);
+  std::printf(
+      "## compose W' for all %zu adapted matrices (%zu MLP, %zu attention; %d thread(s), median "
+      "of %d)\n\n",
+      factors.factors.size(), mlp_matrices, factors.factors.size() - mlp_matrices, threads,
+      repeats);
   {
     t2::ComposedWeights w;
     const auto& z = zcases.front().z;

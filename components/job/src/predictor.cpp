@@ -39,6 +39,7 @@ std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<f
   auto own_float = [](nn::Linear<float>& to, const nn::Linear<float>& from) {
     to.weight = from.weight_is_bf16() ? from.weight_bf16.to_float() : from.weight.clone();
     to.weight.set_requires_grad(false);
+    to.weight_bf16 = nn::Bf16Matrix();  // the float32 weight is the one the forward reads
     to.bias = from.bias;
   };
   copy->tok_emb.weight = model.tok_emb.weight;
