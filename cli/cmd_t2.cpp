@@ -32,9 +32,9 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   auto merge = std::make_shared<std::vector<std::string>>();
   train
       ->add_option("--merge", *merge,
-                   "combine the experts.ckpt files of runs over disjoint domains (trained in "
-                   "parallel processes) into out_dir, then search the few-shot mixtures and fit "
-                   "the dispatch")
+                   "combine the experts.ckpt files of runs (parallel processes over disjoint "
+                   "domains, or training stages: a later file overrides a domain) into out_dir, "
+                   "then search the few-shot mixtures and fit the dispatch")
       ->expected(1, -1);
 
   auto eval_options = std::make_shared<t2::T2EvalOptions>();

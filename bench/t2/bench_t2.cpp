@@ -175,7 +175,26 @@ int main(int argc, char** argv) {
         "%.1f ms); W' = W + Σ_k α_k ΔW_k: a copy of W and one saxpy per non-zero α_k. Error: max "
         "over the matrices of ‖W'_basis − W'_exact‖_F / ‖ΔW‖_F, W'_exact = compose_all(p = 1)\n\n",
         basis.experts(), basis.bytes() / 1048576.0, build * 1e3);
-    std::printf("| α | non-zero α_k | time (ms) | rel. error of ΔW |\n|---|---|---|---|\n");
+    // The MLP matrices alone (the compose target names them): the same experts
+    // restricted to those matrices, their own basis.
+    const bool has_attention = mlp_matrices < factors.factors.size();
+    t2::ModelFactors mlp_factors;
+    t2::ExpertSet mlp_experts;
+    mlp_experts.domains = experts->domains;
+    mlp_experts.experts.resize(experts->experts.size());
+    for (std::size_t m = 0; m < factors.names.size(); ++m) {
+      if (factors.names[m].find(".mlp.") == std::string::npos) continue;
+      mlp_factors.names.push_back(factors.names[m]);
+      mlp_factors.factors.push_back(factors.factors[m]);
+      mlp_experts.matrices.push_back(factors.names[m]);
+      mlp_experts.ranks.push_back(factors.factors[m].rank);
+      for (std::size_t k = 0; k < experts->experts.size(); ++k)
+        mlp_experts.experts[k].push_back(experts->experts[k][m]);
+    }
+    std::optional<t2::ExpertBasis> mlp_basis;
+    if (has_attention) mlp_basis.emplace(mlp_factors, mlp_experts);
+    std::printf("| α | non-zero α_k | time (ms) | rel. error of ΔW |%s\n|---|---|---|---|%s\n",
+                has_attention ? " MLP matrices only (ms) |" : "", has_attention ? "---|" : "");
     std::vector<std::pair<std::string, std::vector<double>>> mixtures;
     for (const auto& c : experts->classes)
       mixtures.push_back({(c.fewshot ? "mixture " : "expert ") + c.name, c.alpha});
@@ -204,8 +223,15 @@ int main(int argc, char** argv) {
       }
       const auto nonzero =
           std::count_if(alpha.begin(), alpha.end(), [](double a) { return a != 0; });
-      std::printf("| %s | %lld | %.3f | %.2e |\n", name.c_str(), static_cast<long long>(nonzero),
+      std::printf("| %s | %lld | %.3f | %.2e |", name.c_str(), static_cast<long long>(nonzero),
                   t * 1e3, err);
+      if (mlp_basis) {
+        t2::ComposedWeights wm;
+        const double tm =
+            time_median(repeats, [&] { wm = mlp_basis->compose(mlp_factors, alpha); });
+        std::printf(" %.3f |", tm * 1e3);
+      }
+      std::printf("\n");
     }
   }
   // The effect on the model: validation bits per byte of each class with W' exact (p = 1), at

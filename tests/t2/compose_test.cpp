@@ -205,8 +205,9 @@ class ShippedExperts : public ::testing::Test {
   static void SetUpTestSuite() {
     const std::string root = NEAT_SOURCE_DIR;
     model_ = blt::load_byte_lm(root + "/models/blt/byte_lm.bf16.ckpt").release();
-    factors_ = new t2::ModelFactors(t2::ModelFactors::decompose(*model_, {}));
     experts_ = new t2::ExpertSet(t2::ExpertSet::load(root + "/models/t2/experts.ckpt"));
+    // The matrices the shipped experts adapt (the file names them).
+    factors_ = new t2::ModelFactors(t2::ModelFactors::decompose(*model_, {}, experts_->matrices));
   }
   static void TearDownTestSuite() {
     delete experts_;
@@ -226,7 +227,9 @@ t2::ExpertSet* ShippedExperts::experts_ = nullptr;
 TEST_F(ShippedExperts, ExpertBasisEqualsTheExactCompositionOfEveryMixture) {
   const t2::ExpertBasis basis(*factors_, *experts_);
   ASSERT_EQ(basis.experts(), experts_->domains.size());
-  EXPECT_EQ(basis.bytes(), experts_->domains.size() * 8ull * 256 * 1024 * 4);
+  std::uint64_t weights = 0;
+  for (const auto& f : factors_->factors) weights += static_cast<std::uint64_t>(f.rows * f.cols);
+  EXPECT_EQ(basis.bytes(), experts_->domains.size() * weights * 4);
   std::vector<std::vector<double>> mixtures;
   for (const auto& c : experts_->classes) mixtures.push_back(c.alpha);
   mixtures.push_back({0.1, 0.3, 0.05, 0.2, 0.15});
@@ -285,6 +288,6 @@ TEST_F(ShippedExperts, DefaultPrecisionChangesBitsPerByteByLessThan1e4) {
                       *adapted);
     const double approx = blt::bits_per_byte(*adapted, docs);
     EXPECT_LT(std::abs(approx - exact), 1e-4) << c.name;
-    for (const auto& i : info) EXPECT_LE(i.error_bound, 1e-3 + 1e-12) << c.name;
+    for (const auto& i : info) EXPECT_LE(i.error_bound, 1e-4 + 1e-12) << c.name;
   }
 }

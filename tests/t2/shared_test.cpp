@@ -45,8 +45,10 @@ TEST(ProfilePrecision, Bf16FactorsFromTheProfileHalveTheirBytesAndCostLittleBits
   const auto settings = components::take_profile_settings(config);
   ASSERT_EQ(settings.precision, "bf16");
 
-  const auto f32 = shared_model_factors(kModel, nn::DType::f32);
-  const auto bf16 = shared_model_factors(kModel, factor_storage(settings.precision));
+  const auto experts = ExpertSet::load(kExperts);
+  const auto f32 = shared_model_factors(kModel, nn::DType::f32, experts.matrices);
+  const auto bf16 =
+      shared_model_factors(kModel, factor_storage(settings.precision), experts.matrices);
   ASSERT_NE(f32.get(), bf16.get());
   std::uint64_t bytes_f32 = 0, bytes_bf16 = 0, sigma_bytes = 0;
   for (std::size_t i = 0; i < f32->factors.size(); ++i) {
@@ -59,7 +61,6 @@ TEST(ProfilePrecision, Bf16FactorsFromTheProfileHalveTheirBytesAndCostLittleBits
   EXPECT_EQ(2 * (bytes_bf16 - sigma_bytes), bytes_f32 - sigma_bytes);  // U, V: half the bytes
 
   // Cost: the English expert's weights composed from each, on a short English text.
-  const auto experts = ExpertSet::load(kExperts);
   experts.check_compatible(*bf16);
   const auto& z = experts.experts[experts.domain_index("en")];
   const auto base = blt::shared_byte_lm(kModel);

@@ -1,7 +1,8 @@
 // `neat train t2` on a tiny synthetic two-domain corpus with the shipped byte LM: experts over
 // every matrix (decomposition.matrices: all) trained in two runs over disjoint domains, then
-// merged (--merge) into one set with the dispatch; the merge's refusals (a domain twice, a part
-// trained on another base model); the warm start of z from an earlier run (train.init).
+// merged (--merge) into one set with the dispatch, a later stage overriding a domain; the merge's
+// refusals (a domain no part has or outside the config, a part trained on another base model); the
+// warm start of z from an earlier run (train.init).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -113,13 +114,36 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
   EXPECT_TRUE(prov["scores"].contains("en") && prov["scores"].contains("c"));
   EXPECT_EQ(prov["matrices"], "all");
 
-  // The same domain twice, and a part trained on another base model, are refused by name.
+  // A later part overrides an earlier one's domain (training stages); a domain no part has, a
+  // part's domain outside the config's, and a part trained on another base model are refused.
+  auto later = a;
+  for (auto& v : later.experts[0])
+    for (auto& x : v) x += 0.25f;
+  later.save(dir_ / "later.ckpt");
+  const auto staged = t2::merge_experts(
+      options({"en", "c"}, "staged"),
+      {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt", dir_ / "later.ckpt"}, progress,
+      "test stages", "");
+  const auto s = t2::ExpertSet::load(dir_ / "staged" / "experts.ckpt");
+  EXPECT_EQ(s.experts.at(0), later.experts.at(0));
+  EXPECT_EQ(s.experts.at(1), b.experts.at(0));
+  EXPECT_EQ(staged["domain_sources"]["en"], (dir_ / "later.ckpt").string());
   try {
-    t2::merge_experts(options({"en"}, "dup"),
-                      {dir_ / "a" / "experts.ckpt", dir_ / "a" / "experts.ckpt"}, progress, "", "");
-    FAIL() << "a domain in two parts was merged";
+    t2::merge_experts(options({"en", "c"}, "missing"), {dir_ / "a" / "experts.ckpt"}, progress, "",
+                      "");
+    FAIL() << "a domain without an expert was merged";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("domain 'en' is already"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no part has an expert for 'c'"), std::string::npos)
+        << e.what();
+  }
+  try {
+    t2::merge_experts(options({"en"}, "extra"),
+                      {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"}, progress, "", "");
+    FAIL() << "a domain outside the config was merged";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("domain 'c' is not in the config's domains"),
+              std::string::npos)
+        << e.what();
   }
   auto other = b;
   other.provenance["base_model_sha256"] = "0123";

@@ -27,10 +27,10 @@ config::Schema T2Component::schema() {
                 "byte LM whose MLP matrices the experts adapt")
       .optional("compose", Schema::boolean().default_value("true"),
                 "compose the adapted weights of each decision into the cache")
-      .optional("compose_delta_energy", Schema::number(1e-6, 1).default_value("0.999999"),
+      .optional("compose_delta_energy", Schema::number(1e-6, 1).default_value("0.99999999"),
                 "p: compose W + U_r diag(sigma (z - 1))_r V_r^T over the fewest components "
                 "holding this fraction of the change's energy (1: exact; default: relative "
-                "error of the change <= 1e-3)")
+                "error of the change <= 1e-4)")
       .optional("expert_basis", Schema::boolean().default_value("true"),
                 "precompute each expert's change of the MLP matrices once, so that a mixture is "
                 "W + sum_k alpha_k dW_k (exact, no matrix product; 4 bytes x experts x MLP "

@@ -580,10 +580,11 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
   const auto manifest = data::load_manifest(o.corpus);
   const auto base_sha = file_sha256(o.base_model);
   ExpertSet set;
-  nlohmann::json scores = nlohmann::json::object(), records = nlohmann::json::array();
+  std::vector<ExpertSet> loaded;
+  nlohmann::json records = nlohmann::json::array();
   for (const auto& file : parts) {
     auto part = ExpertSet::load(file);
-    if (set.domains.empty()) {
+    if (loaded.empty()) {
       set.matrices = part.matrices;
       set.ranks = part.ranks;
     } else if (part.matrices != set.matrices || part.ranks != set.ranks) {
@@ -595,21 +596,34 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
       throw std::runtime_error(file.string() + ": trained on base model sha256 '" + sha +
                                "', not " + o.base_model.string() + " (" + base_sha + ")");
     }
-    for (std::size_t d = 0; d < part.domains.size(); ++d) {
-      const auto& domain = part.domains[d];
-      if (std::find(set.domains.begin(), set.domains.end(), domain) != set.domains.end()) {
+    for (const auto& domain : part.domains) {
+      if (std::find(o.domains.begin(), o.domains.end(), domain) == o.domains.end()) {
         throw std::runtime_error(file.string() + ": domain '" + domain +
-                                 "' is already in an earlier part");
+                                 "' is not in the config's domains");
       }
-      set.domains.push_back(domain);
-      set.experts.push_back(part.experts.at(d));
-      if (part.provenance.contains("scores") && part.provenance["scores"].contains(domain))
-        scores[domain] = part.provenance["scores"][domain];
     }
     nlohmann::json record = part.provenance;
     record.erase("dispatch");
     record["file"] = file.string();
     records.push_back(std::move(record));
+    loaded.push_back(std::move(part));
+  }
+  // Each of the config's domains from the last part that has it (a later stage overrides).
+  nlohmann::json scores = nlohmann::json::object(), sources = nlohmann::json::object();
+  for (const auto& domain : o.domains) {
+    std::optional<std::size_t> from;
+    for (std::size_t p = 0; p < loaded.size(); ++p) {
+      const auto& d = loaded[p].domains;
+      if (std::find(d.begin(), d.end(), domain) != d.end()) from = p;
+    }
+    if (!from) throw std::runtime_error("t2: merge: no part has an expert for '" + domain + "'");
+    const auto& part = loaded[*from];
+    set.domains.push_back(domain);
+    set.experts.push_back(part.experts.at(part.domain_index(domain)));
+    sources[domain] = parts[*from].string();
+    if (part.provenance.contains("scores") && part.provenance["scores"].contains(domain))
+      scores[domain] = part.provenance["scores"][domain];
+    progress << "t2: merge: " << domain << " from " << parts[*from].string() << "\n";
   }
   for (std::size_t d = 0; d < set.domains.size(); ++d) {
     DispatchClass cls;  // prototypes: build_dispatch()
@@ -625,6 +639,7 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
   set.check_compatible(factors);
   nlohmann::json prov;
   prov["parts"] = std::move(records);
+  prov["domain_sources"] = std::move(sources);
   return finish_expert_set(o, manifest, *base, *adapted, factors, set, scores, std::move(prov),
                            wall_start, command, config_text, progress);
 }

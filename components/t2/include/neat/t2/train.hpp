@@ -65,13 +65,16 @@ struct T2TrainOptions {
 nlohmann::json train_experts(const T2TrainOptions& options, std::ostream& progress,
                              const std::string& command, const std::string& config_text);
 
-/// Combines the experts of several `neat train t2` runs over disjoint domain lists (`parts`,
-/// their experts.ckpt files; same base model, matrices and ranks) into one set, then does what
-/// a full run does after training: the CEM mixtures of the options' few-shot domains, the
+/// Combines the experts of several `neat train t2` runs (`parts`, their experts.ckpt files; same
+/// base model, matrices and ranks) into one set over the options' `domains`, in that order, each
+/// domain's z taken from the LAST part that has it (so a later training stage overrides an
+/// earlier one: parts trained in parallel over disjoint domains, or stages), then does what a
+/// full run does after training: the CEM mixtures of the options' few-shot domains, the
 /// dispatch, out_dir/experts.ckpt and out_dir/provenance.json (each part's command, config,
-/// wall time and scores under "parts"). Lets the domains train in parallel processes. Throws
-/// std::runtime_error naming the file for a duplicate domain, other matrices or ranks, or a part
-/// trained on another base model (sha256 differs). Returns the provenance.
+/// wall time and scores under "parts", the file each domain came from under
+/// "domain_sources"). Throws std::runtime_error naming the file for other matrices or ranks, a
+/// part trained on another base model (sha256 differs) or a domain not in the options'
+/// `domains`, and naming the domain when no part has it. Returns the provenance.
 nlohmann::json merge_experts(const T2TrainOptions& options,
                              const std::vector<std::filesystem::path>& parts,
                              std::ostream& progress, const std::string& command,
