@@ -18,7 +18,7 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   auto config = std::make_shared<std::string>((config_dir() / "train/t2.yaml").string());
   auto command = std::make_shared<std::string>();
   auto* train = parents.train.add_subcommand(
-      "t2", "train Transformer² expert vectors z per domain on the byte LM's MLP singular values");
+      "t2", "train Transformer² expert vectors z per domain on the byte LM's singular values");
   train->add_option("--config", *config, "training YAML")->capture_default_str();
   auto prototypes_only = std::make_shared<bool>(false);
   train->add_flag("--prototypes-only", *prototypes_only,

@@ -24,7 +24,7 @@ config::Schema T2Component::schema() {
       .optional("experts", Schema::string().default_value("models/t2/experts.ckpt"),
                 "experts file written by `neat train t2`")
       .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
-                "byte LM whose MLP matrices the experts adapt")
+                "byte LM whose matrices the experts adapt")
       .optional("compose", Schema::boolean().default_value("true"),
                 "compose the adapted weights of each decision into the cache")
       .optional("compose_delta_energy", Schema::number(1e-6, 1).default_value("0.99999999"),
@@ -32,9 +32,9 @@ config::Schema T2Component::schema() {
                 "holding this fraction of the change's energy (1: exact; default: relative "
                 "error of the change <= 1e-4)")
       .optional("expert_basis", Schema::boolean().default_value("true"),
-                "precompute each expert's change of the MLP matrices once, so that a mixture is "
-                "W + sum_k alpha_k dW_k (exact, no matrix product; 4 bytes x experts x MLP "
-                "weights); skipped when larger than the cache's share of the memory budget")
+                "precompute each expert's change of the adapted matrices once, so that a mixture "
+                "is W + sum_k alpha_k dW_k (exact, no matrix product; 4 bytes x experts x "
+                "adapted weights); skipped when larger than the cache's share of the memory budget")
       .optional("input", Schema::string().default_value("blt.doc_embedding"),
                 "topic of DocEmbedding messages")
       .optional("output", Schema::string().default_value("t2.adaptation"),
@@ -123,7 +123,7 @@ void T2Component::configure(const YAML::Node& config, components::Context& ctx) 
     const auto base = components::resolve_path(base_file);
     factors_ = shared_model_factors(base, factor_storage(precision_), experts_->matrices);
     experts_->check_compatible(*factors_);
-    // The expert basis makes a composition a copy plus axpys; it costs experts x the MLP
+    // The expert basis makes a composition a copy plus axpys; it costs experts x the adapted
     // weights, kept only within the cache's share of the run's memory budget (if any).
     std::uint64_t basis_bytes = 0;
     for (const auto& f : factors_->factors) basis_bytes += 4ull * f.rows * f.cols;

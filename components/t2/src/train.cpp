@@ -208,7 +208,7 @@ std::string now_utc() {
   return s.str();
 }
 
-// One domain's SVF run: AdamW on z (one vector per MLP matrix), the base model frozen.
+// One domain's SVF run: AdamW on z (one vector per adapted matrix), the base model frozen.
 // L = CE(adapted) + λ KL(adapted ‖ base), ∂L/∂z from ∂L/∂W' (reverse mode) by z_gradient().
 struct DomainRun {
   ExpertVector z;
@@ -464,8 +464,8 @@ nlohmann::json fit_dispatch(ExpertSet& set, const ClassEmbeddings& train,
 namespace {
 
 // What a run does once z of every domain is known: the CEM mixtures of the few-shot domains,
-// the dispatch, the provenance (`prov` already holds the caller's own records), experts.ckpt
-// and provenance.json in out_dir.
+// the dispatch, the provenance (`prov` already holds the caller's own records, and the base
+// model's sha256 when the caller hashed it), experts.ckpt and provenance.json in out_dir.
 nlohmann::json finish_expert_set(const T2TrainOptions& o, const data::Manifest& manifest,
                                  const nn::TransformerLM<float>& base,
                                  nn::TransformerLM<float>& adapted, const ModelFactors& factors,
@@ -486,7 +486,7 @@ nlohmann::json finish_expert_set(const T2TrainOptions& o, const data::Manifest& 
   prov["config"] = config_text;
   prov["corpus_manifest_sha256"] = manifest.manifest_sha256;
   prov["base_model"] = o.base_model.string();
-  prov["base_model_sha256"] = file_sha256(o.base_model);
+  if (!prov.contains("base_model_sha256")) prov["base_model_sha256"] = file_sha256(o.base_model);
   prov["matrices"] = matrix_set_name(o.matrices);
   prov["finished_utc"] = now_utc();
   prov["wall_seconds"] = wall;
@@ -638,6 +638,7 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
   const auto factors = ModelFactors::decompose(*base, o.svd, set.matrices);
   set.check_compatible(factors);
   nlohmann::json prov;
+  prov["base_model_sha256"] = base_sha;  // hashed once, above
   prov["parts"] = std::move(records);
   prov["domain_sources"] = std::move(sources);
   return finish_expert_set(o, manifest, *base, *adapted, factors, set, scores, std::move(prov),

@@ -1,11 +1,10 @@
 // Transformer² experts over the byte LM (Sun et al. 2025, §3.1–3.2): the SVD factors of every
-// MLP matrix of a TransformerLM, the per-domain expert vectors z (one per matrix), the
-// prototypes of the task embeddings (one mean and k k-means prototypes per class, with the
-// train-split embedding transform), the mixture z' = α_0·1 + Σ_k α_k z_k, an LRU + TTL cache
-// of the composed weights keyed by α, and the function that applies an Adaptation to a model
-// copy.
-// Invariant: an ExpertSet's z vectors have exactly the ranks of the ModelFactors it was trained
-// on (checked when loading against a model and when composing).
+// adapted matrix of a TransformerLM (the MLP matrices, or every Linear of the blocks), the
+// per-domain expert vectors z (one per matrix), the prototypes of the task embeddings (one mean and
+// k k-means prototypes per class, with the train-split embedding transform), the mixture z' = α_0·1
+// + Σ_k α_k z_k, an LRU + TTL cache of the composed weights keyed by α, and the function that
+// applies an Adaptation to a model copy. Invariant: an ExpertSet's z vectors have exactly the ranks
+// of the ModelFactors it was trained on (checked when loading against a model and when composing).
 #pragma once
 
 #include <chrono>
@@ -212,11 +211,12 @@ class WeightCache {
 
 /// A new TransformerLM with the architecture and every parameter of `model` (copied).
 std::unique_ptr<nn::TransformerLM<float>> copy_model(const nn::TransformerLM<float>& model);
-/// Writes composed weights into the MLP matrices of `target` (same architecture as factors).
+/// Writes composed weights into the matrices `factors.names` of `target` (same architecture as
+/// the factors' model); throws std::invalid_argument on a name or shape mismatch.
 void apply_weights(const ModelFactors& factors, const ComposedWeights& weights,
                    nn::TransformerLM<float>& target);
 /// Pass 2 for one document: α of `adaptation` (over adaptation.domains, matched by name to the
-/// expert set) → z' = (1 − Σ α)·1 + Σ α_k z_k (mix()) → W' for every MLP matrix through `cache`
+/// expert set) → z' = (1 − Σ α)·1 + Σ α_k z_k (mix()) → W' for every adapted matrix through `cache`
 /// (composed on a miss by `basis` when given, an ExpertBasis of these experts and factors, else
 /// by compose_all() with `compose`) →
 /// written into `target` (a copy of the base model that the caller owns, e.g. from copy_model).

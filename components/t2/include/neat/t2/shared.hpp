@@ -30,7 +30,8 @@ std::shared_ptr<const ModelFactors> shared_model_factors(
     const std::vector<std::string>& names = {});
 
 /// Share of the run's memory budget the composed-weight cache may hold: 1/32 (a 2 GiB budget
-/// keeps 64 MiB, seven composed sets of the shipped byte LM's MLP; 256 MiB keeps 8 MiB).
+/// keeps 64 MiB, five composed sets of the shipped experts' 24 matrices, 12 MiB each; 256 MiB keeps
+/// 8 MiB).
 inline constexpr std::uint64_t kWeightCacheBudgetDivisor = 32;
 
 /// `configured` with max_bytes lowered to memory_budget_bytes / kWeightCacheBudgetDivisor

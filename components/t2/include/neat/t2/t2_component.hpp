@@ -2,7 +2,7 @@
 // receives each document's task embedding on `blt.doc_embedding` (DocEmbedding + f32 tensor
 // "embedding" [dim]), classifies it by cosine similarity to the prototypes of the shipped
 // experts (an expert domain, α one-hot, or a few-shot domain, α from CEM), and publishes the
-// pass-2 decision on `t2.adaptation` (blt::Adaptation). It also composes the adapted MLP
+// pass-2 decision on `t2.adaptation` (blt::Adaptation). It also composes the adapted
 // weights for α through its WeightCache (so that blt's predictor, in the same process, finds
 // them composed; apply_adaptation() in experts.hpp), and publishes T2Stats on `t2.stats` every
 // `stats_every` documents and when it is deactivated.
