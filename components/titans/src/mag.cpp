@@ -4,6 +4,7 @@
 // block hook for predictors and the model file.
 #include "neat/titans/mag.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -272,6 +273,94 @@ DocumentPatches patch_document(const nn::TransformerLM<float>& model,
   return out;
 }
 
+namespace {
+
+// splitmix64 (Steele, Lea & Flood 2014): the hash of an n-gram and the stream of its signs.
+std::uint64_t splitmix64(std::uint64_t z) {
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+std::int64_t NgramKeys::longest() const {
+  std::int64_t n = 0;
+  for (const auto v : sizes) n = std::max(n, v);
+  return n;
+}
+
+void NgramKeys::validate() const {
+  if (sizes.empty()) throw std::invalid_argument("titans n-gram keys: ngrams is empty");
+  for (const auto n : sizes) {
+    if (n < 1 || n > 64)
+      throw std::invalid_argument("titans n-gram keys: n-gram size " + std::to_string(n) +
+                                  " outside [1, 64]");
+  }
+  if (dim < 1 || dim % static_cast<std::int64_t>(sizes.size()) != 0) {
+    throw std::invalid_argument("titans n-gram keys: dim " + std::to_string(dim) +
+                                " is not a positive multiple of the " +
+                                std::to_string(sizes.size()) + " n-gram sizes");
+  }
+}
+
+void NgramKeys::features(const std::vector<std::int32_t>& tokens, std::int64_t offset,
+                         std::int64_t end, float* out) const {
+  const auto have = static_cast<std::int64_t>(tokens.size());
+  const auto m = static_cast<std::int64_t>(sizes.size());
+  const std::int64_t block = dim / m;
+  const float amplitude = 1.0f / std::sqrt(static_cast<float>(dim));
+  if (end < offset || end >= offset + have) {
+    throw std::invalid_argument("titans n-gram keys: position " + std::to_string(end) +
+                                " outside the given tokens [" + std::to_string(offset) + ", " +
+                                std::to_string(offset + have) + ")");
+  }
+  for (std::int64_t b = 0; b < m; ++b) {
+    const std::int64_t n = sizes[static_cast<std::size_t>(b)];
+    const std::int64_t from = std::max<std::int64_t>(0, end - n + 1);
+    if (from < offset) {
+      throw std::invalid_argument("titans n-gram keys: the " + std::to_string(n) +
+                                  "-gram ending at position " + std::to_string(end) +
+                                  " needs position " + std::to_string(from) +
+                                  ", tokens start at " + std::to_string(offset));
+    }
+    std::uint64_t h = splitmix64(0x6E6772616D6B6579ULL ^ static_cast<std::uint64_t>(n));
+    for (std::int64_t i = from; i <= end; ++i)
+      h = splitmix64(h ^ static_cast<std::uint64_t>(
+                             static_cast<std::uint32_t>(tokens[static_cast<std::size_t>(i - offset)])));
+    h = splitmix64(h ^ static_cast<std::uint64_t>(end - from + 1));  // truncated at the start
+    float* o = out + b * block;
+    std::uint64_t bits = 0;
+    for (std::int64_t i = 0; i < block; ++i) {
+      if (i % 64 == 0) bits = splitmix64(h + static_cast<std::uint64_t>(i / 64));
+      o[i] = ((bits >> (i % 64)) & 1U) ? amplitude : -amplitude;
+    }
+  }
+}
+
+template <typename T>
+Tensor<T> key_inputs(const NgramKeys& keys, const Tensor<T>& latents,
+                     const std::vector<std::int32_t>& tokens,
+                     const std::vector<std::int64_t>& patch_starts) {
+  if (!keys.defined()) return latents;
+  const auto P = static_cast<std::int64_t>(patch_starts.size());
+  if (latents.dim() != 2 || latents.size(0) != P || P < 1) {
+    throw std::invalid_argument("titans mag: " + std::to_string(P) +
+                                " patch starts for latents " + nn::shape_string(latents.shape()));
+  }
+  std::vector<T> h(static_cast<std::size_t>(P * keys.dim));
+  std::vector<float> row(static_cast<std::size_t>(keys.dim));
+  for (std::int64_t p = 0; p < P; ++p) {
+    const std::int64_t end = p + 1 < P ? patch_starts[static_cast<std::size_t>(p + 1)] - 1
+                                       : static_cast<std::int64_t>(tokens.size()) - 1;
+    keys.features(tokens, 0, end, row.data());
+    std::copy(row.begin(), row.end(), h.begin() + p * keys.dim);
+  }
+  return nn::concat(
+      std::vector<Tensor<T>>{unit_rows(latents), Tensor<T>::from_vector({P, keys.dim}, h)}, 1);
+}
+
 template <typename T>
 Tensor<T> unit_rows(const Tensor<T>& x) {
   // Unit-norm latents: the byte LM's pooled hidden states have norms of about 25, which makes
@@ -288,6 +377,8 @@ void MagStream<T>::start_document(std::uint64_t document, bool keep_memory) {
   state_.document = document;
   window_ = Tensor<T>();
   tokens_.clear();
+  history_.clear();  // n-grams never reach across a document boundary
+  position_ = 0;
   received_ = written_ = 0;
   started_ = true;
 }
@@ -295,10 +386,11 @@ void MagStream<T>::start_document(std::uint64_t document, bool keep_memory) {
 template <typename T>
 Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy,
                              std::vector<ChunkRecord>* records) {
-  if (values_) {
+  if (values_ || keys_) {
     throw std::invalid_argument(
-        "titans mag stream: this MAG model writes byte values; push the slice's patch lengths "
-        "and tokens with its latents");
+        std::string("titans mag stream: this MAG model ") +
+        (values_ ? "writes byte values" : "keys its memory by n-grams") +
+        "; push the slice's patch lengths and tokens with its latents");
   }
   return push_impl(latents, {}, policy, records);
 }
@@ -307,8 +399,14 @@ template <typename T>
 Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const std::vector<std::uint32_t>& lengths,
                              const std::vector<std::int32_t>& tokens, const WritePolicy& policy,
                              std::vector<ChunkRecord>* records) {
-  if (!values_) return push_impl(latents, {}, policy, records);
+  if (!values_ && !keys_) return push_impl(latents, {}, policy, records);
   const std::int64_t n = latents.dim() == 2 ? latents.size(0) : -1;
+  const std::int64_t width = memory_->config().input_dim - (keys_ ? keys_->dim : 0);
+  if (n < 1 || latents.size(1) != width) {
+    throw std::invalid_argument("titans mag stream: latents have shape " +
+                                nn::shape_string(latents.shape()) + ", expected (n >= 1, " +
+                                std::to_string(width) + ")");
+  }
   if (static_cast<std::int64_t>(lengths.size()) != n) {
     throw std::invalid_argument("titans mag stream: " + std::to_string(lengths.size()) +
                                 " patch lengths for " + std::to_string(n) + " latent rows");
@@ -332,13 +430,38 @@ Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const std::vector<std::ui
   }
   for (const auto& pt : per_patch) {
     for (const auto t : pt) {
-      if (t < 0 || t >= values_->vocab) {
-        throw std::invalid_argument("titans mag stream: token " + std::to_string(t) +
-                                    " outside the vocabulary of " + std::to_string(values_->vocab));
+      if (t < 0 || (values_ && t >= values_->vocab)) {
+        throw std::invalid_argument(
+            "titans mag stream: token " + std::to_string(t) + " outside the vocabulary" +
+            (values_ ? " of " + std::to_string(values_->vocab) : std::string()));
       }
     }
   }
-  return push_impl(latents, std::move(per_patch), policy, records);
+  if (!keys_) return push_impl(latents, std::move(per_patch), policy, records);
+  // n-gram keys: the history and the slice are the document's tokens from position_ -
+  // history_.size() on; patch p of the slice ends at position_ + (sum of lengths through p) - 1.
+  std::vector<std::int32_t> buffer = history_;
+  buffer.insert(buffer.end(), tokens.begin(), tokens.end());
+  const std::int64_t offset = position_ - static_cast<std::int64_t>(history_.size());
+  std::vector<T> h(static_cast<std::size_t>(n * keys_->dim));
+  std::vector<float> row(static_cast<std::size_t>(keys_->dim));
+  std::int64_t end = position_ - 1;
+  for (std::int64_t p = 0; p < n; ++p) {
+    end += lengths[static_cast<std::size_t>(p)];
+    keys_->features(buffer, offset, end, row.data());
+    std::copy(row.begin(), row.end(), h.begin() + p * keys_->dim);
+  }
+  const Tensor<T> inputs = nn::concat(
+      std::vector<Tensor<T>>{unit_rows(latents), Tensor<T>::from_vector({n, keys_->dim}, h)}, 1);
+  Tensor<T> out = push_impl(inputs, values_ ? std::move(per_patch)
+                                            : std::vector<std::vector<std::int32_t>>{},
+                            policy, records);
+  const auto keep = static_cast<std::size_t>(keys_->longest() - 1);
+  if (buffer.size() > keep)
+    buffer.erase(buffer.begin(), buffer.end() - static_cast<std::ptrdiff_t>(keep));
+  history_ = std::move(buffer);
+  position_ += static_cast<std::int64_t>(tokens.size());
+  return out;
 }
 
 template <typename T>
@@ -417,7 +540,8 @@ void MagStream<T>::finish(const WritePolicy& policy, std::vector<ChunkRecord>* r
 
 template <typename T>
 void MagStream<T>::restore(MemoryState<T> state, std::int64_t patches, std::int64_t written,
-                           Tensor<T> unwritten, std::vector<std::vector<std::int32_t>> tokens) {
+                           Tensor<T> unwritten, std::vector<std::vector<std::int32_t>> tokens,
+                           std::vector<std::int32_t> history, std::int64_t position) {
   const std::int64_t rows = unwritten.defined() ? unwritten.size(0) : 0;
   if (patches < 0 || written < 0 || written > patches || rows != patches - written ||
       (values_ && static_cast<std::int64_t>(tokens.size()) != rows)) {
@@ -426,11 +550,20 @@ void MagStream<T>::restore(MemoryState<T> state, std::int64_t patches, std::int6
                                 " token lists for patches " + std::to_string(patches) +
                                 ", written " + std::to_string(written));
   }
+  const auto hist = static_cast<std::int64_t>(history.size());
+  if (keys_ && (hist > keys_->longest() - 1 || hist > position || position < patches ||
+                (position > 0 && hist < std::min(position, keys_->longest() - 1)))) {
+    throw std::invalid_argument("titans mag stream: restore with " + std::to_string(hist) +
+                                " history tokens at position " + std::to_string(position) +
+                                " for n-grams up to " + std::to_string(keys_->longest()));
+  }
   state_ = std::move(state);
   received_ = patches;
   written_ = written;
   window_ = std::move(unwritten);
   tokens_ = values_ ? std::move(tokens) : std::vector<std::vector<std::int32_t>>{};
+  history_ = keys_ ? std::move(history) : std::vector<std::int32_t>{};
+  position_ = keys_ ? position : 0;
   started_ = true;
 }
 
@@ -512,34 +645,52 @@ Tensor<float> model_readouts(const MagModel& model, const Tensor<float>& latents
                              const std::vector<std::int64_t>& patch_starts, bool update,
                              std::vector<ChunkRecord>* records) {
   if (!model.memory) throw std::invalid_argument("titans mag: model_readouts without a memory");
-  if (!model.values.defined()) return mag_readouts(*model.memory, latents, update, records);
   const auto P = static_cast<std::int64_t>(patch_starts.size());
+  if (model.keys.defined() &&
+      (latents.dim() != 2 || latents.size(0) != P || latents.size(1) != model.latent_dim())) {
+    throw std::invalid_argument("titans mag: latents " + nn::shape_string(latents.shape()) +
+                                " for " + std::to_string(P) + " patches of width " +
+                                std::to_string(model.latent_dim()));
+  }
+  const Tensor<float> inputs = key_inputs(model.keys, latents, tokens, patch_starts);
+  if (!model.values.defined()) return mag_readouts(*model.memory, inputs, update, records);
   if (latents.dim() != 2 || latents.size(0) != P) {
     throw std::invalid_argument("titans mag: " + std::to_string(P) + " patch starts for latents " +
                                 nn::shape_string(latents.shape()));
   }
   const Tensor<float> values = model.values.embed(
       target_byte_ids(tokens, patch_starts, 0, P, model.values.offsets, model.values.vocab), P);
-  return mag_readouts(*model.memory, latents, update, records, &values);
+  return mag_readouts(*model.memory, inputs, update, records, &values);
 }
 
 namespace {
 
-nn::CheckpointTensor to_checkpoint(const std::string& name, const Tensor<float>& t) {
+nn::CheckpointTensor to_checkpoint(const std::string& name, const Tensor<float>& t,
+                                   nn::DType storage) {
   nn::CheckpointTensor c;
   c.name = name;
-  c.dtype = nn::DType::f32;
+  c.dtype = storage;
   c.shape = t.shape();
   const auto v = t.to_vector();
-  c.data.resize(v.size() * sizeof(float));
-  std::memcpy(c.data.data(), v.data(), c.data.size());
+  if (storage == nn::DType::bf16) {
+    std::vector<std::uint16_t> b(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) b[i] = nn::float_to_bf16(v[i]);
+    c.data.resize(b.size() * sizeof(std::uint16_t));
+    std::memcpy(c.data.data(), b.data(), c.data.size());
+  } else {
+    c.data.resize(v.size() * sizeof(float));
+    std::memcpy(c.data.data(), v.data(), c.data.size());
+  }
   return c;
 }
 
 }  // namespace
 
-void save_mag_model(const std::filesystem::path& path, const MagModel& model) {
+void save_mag_model(const std::filesystem::path& path, const MagModel& model,
+                    nn::DType storage) {
   if (!model.memory) throw std::invalid_argument("titans mag: save_mag_model without a memory");
+  if (storage != nn::DType::f32 && storage != nn::DType::bf16)
+    throw std::invalid_argument("titans mag: save_mag_model stores f32 or bf16 only");
   const auto& m = model.memory_config;
   const nlohmann::json config = {{"format", "neat.titans.mag"},
                                  {"memory",
@@ -564,14 +715,15 @@ void save_mag_model(const std::filesystem::path& path, const MagModel& model) {
     cfg["values"] = {
         {"kind", "bytes"}, {"offsets", model.values.offsets}, {"vocab", model.values.vocab}};
   }
+  if (model.keys.defined()) cfg["keys"] = {{"ngrams", model.keys.sizes}, {"dim", model.keys.dim}};
   nn::Checkpoint c;
   c.config = cfg.dump();
   for (const auto& [name, t] : model.memory->params().named())
-    c.tensors.push_back(to_checkpoint("memory." + name, t.detach()));
+    c.tensors.push_back(to_checkpoint("memory." + name, t.detach(), storage));
   for (const auto& [name, t] : model.injection.named())
-    c.tensors.push_back(to_checkpoint("mag." + name, t.detach()));
+    c.tensors.push_back(to_checkpoint("mag." + name, t.detach(), storage));
   if (model.values.defined())
-    c.tensors.push_back(to_checkpoint("values.table", model.values.table.detach()));
+    c.tensors.push_back(to_checkpoint("values.table", model.values.table.detach(), storage));
   nn::write_checkpoint(path.string(), c);
 }
 
@@ -601,19 +753,37 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     mag.offsets = config.at("mag").value("offsets", std::int64_t{0});
     model.patcher.mode = blt::PatchMode::global;
     model.patcher.threshold = config.at("patch_threshold");
+    if (config.contains("keys")) {
+      model.keys.sizes = config.at("keys").at("ngrams").get<std::vector<std::int64_t>>();
+      model.keys.dim = config.at("keys").at("dim");
+      model.keys.validate();
+      if (model.keys.dim >= m.input_dim) {
+        throw std::runtime_error(where + "n-gram keys of width " +
+                                 std::to_string(model.keys.dim) + " leave no latent in input_dim " +
+                                 std::to_string(m.input_dim));
+      }
+    }
     std::map<std::string, const nn::CheckpointTensor*> by_name;
     for (const auto& t : c.tensors) by_name[t.name] = &t;
     auto fill = [&](const std::string& name, Tensor<float>& t) {
       const auto it = by_name.find(name);
       if (it == by_name.end()) throw std::runtime_error(where + "tensor " + name + " is missing");
       const auto& ct = *it->second;
-      if (ct.dtype != nn::DType::f32 || ct.shape != t.shape()) {
+      const bool bf16 = ct.dtype == nn::DType::bf16;
+      if ((ct.dtype != nn::DType::f32 && !bf16) || ct.shape != t.shape() ||
+          ct.data.size() != static_cast<std::size_t>(t.numel()) * (bf16 ? 2 : 4)) {
         throw std::runtime_error(where + "tensor " + name + " has shape " +
-                                 nn::shape_string(ct.shape) + ", expected f32 " +
+                                 nn::shape_string(ct.shape) + ", expected f32 or bf16 " +
                                  nn::shape_string(t.shape()));
       }
       std::vector<float> v(static_cast<std::size_t>(t.numel()));
-      std::memcpy(v.data(), ct.data.data(), v.size() * sizeof(float));
+      if (bf16) {
+        std::vector<std::uint16_t> b(v.size());
+        std::memcpy(b.data(), ct.data.data(), b.size() * sizeof(std::uint16_t));
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = nn::bf16_to_float(b[i]);
+      } else {
+        std::memcpy(v.data(), ct.data.data(), v.size() * sizeof(float));
+      }
       t = Tensor<float>::from_vector(t.shape(), v, true);
       by_name.erase(it);
     };
@@ -658,6 +828,12 @@ MagModel load_mag_model(const std::filesystem::path& path) {
 template class MagStream<float>;
 template class MagStream<double>;
 template Tensor<float> unit_rows(const Tensor<float>&);
+template Tensor<float> key_inputs(const NgramKeys&, const Tensor<float>&,
+                                  const std::vector<std::int32_t>&,
+                                  const std::vector<std::int64_t>&);
+template Tensor<double> key_inputs(const NgramKeys&, const Tensor<double>&,
+                                   const std::vector<std::int32_t>&,
+                                   const std::vector<std::int64_t>&);
 template Tensor<double> unit_rows(const Tensor<double>&);
 template struct MagInjection<float>;
 template struct MagInjection<double>;

@@ -99,7 +99,8 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
       memory_.emplace(m.memory_config, m.memory->params());
       values_ = m.values;
       if (values_.defined()) values_.table.set_requires_grad(false);
-      mag_.emplace(*memory_, &values_);
+      keys_ = m.keys;
+      mag_.emplace(*memory_, &values_, &keys_);
       ctx.log().info("titans: MAG memory from {} (d_in {}, d {}, L_M {}, C {})", model,
                      m.memory_config.input_dim, m.memory_config.dim, m.memory_config.depth,
                      m.memory_config.chunk);
@@ -115,20 +116,21 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
         const auto tensors = m.tensors();
         for (const auto& t : tensors)
           if (t.desc().name == "latents") latents = &t;
-        const auto& c = memory_->config();
+        const std::int64_t width = latent_width();
         if (!latents || latents->desc().dtype != bus::DType::f32 ||
-            latents->desc().shape != std::vector<std::int64_t>{n, c.input_dim}) {
+            latents->desc().shape != std::vector<std::int64_t>{n, width}) {
           ++totals_.rejected;
           throw bus::PayloadError("titans: blt.patches slice of doc " + std::to_string(p.doc_id) +
                                   " needs tensor \"latents\" f32 [" + std::to_string(n) + ", " +
-                                  std::to_string(c.input_dim) + "]");
+                                  std::to_string(width) + "]");
         }
         std::vector<float> y =
             process(ctx, p.doc_id, p.last, latents->to_vector<float>(), n, p.lengths, p.tokens);
         blt::Readout r{p.doc_id, p.first_patch, static_cast<std::uint64_t>(n), p.last, p.starts};
         bus::publish(
             ctx.node(), output_, r,
-            {bus::TensorOut::from_vector("readout", bus::DType::f32, {n, c.dim}, std::move(y))});
+            {bus::TensorOut::from_vector("readout", bus::DType::f32, {n, memory_->config().dim},
+                                         std::move(y))});
         if (p.last) bus::publish(ctx.node(), stats_topic_, current_stats());
       });
   bus::subscribe<components::EndOfStream>(
@@ -185,23 +187,23 @@ std::vector<float> TitansComponent::process(components::Context& ctx, std::uint6
                                             std::int64_t n,
                                             const std::vector<std::uint32_t>& lengths,
                                             const std::vector<std::int32_t>& tokens) {
-  const auto& c = memory_->config();
-  if (static_cast<std::int64_t>(latents.size()) != n * c.input_dim) {
+  const std::int64_t width = latent_width();
+  if (static_cast<std::int64_t>(latents.size()) != n * width) {
     ++totals_.rejected;
     throw bus::PayloadError("titans: " + std::to_string(latents.size()) + " latent values for " +
-                            std::to_string(n) + " patches of width " + std::to_string(c.input_dim));
+                            std::to_string(n) + " patches of width " + std::to_string(width));
   }
   for (std::size_t i = 0; i < latents.size(); ++i) {
     if (!std::isfinite(latents[i])) {
       ++totals_.rejected;
       throw bus::PayloadError("titans: non-finite latent in doc " + std::to_string(doc_id) +
-                              " at patch " + std::to_string(i / c.input_dim) + ", column " +
-                              std::to_string(i % c.input_dim));
+                              " at patch " + std::to_string(i / width) + ", column " +
+                              std::to_string(i % width));
     }
   }
   nn::MemoryTag tag(name_);
   nn::NoGradGuard no_grad;
-  const auto x = nn::Tensorf::from_vector({n, c.input_dim}, latents);
+  const auto x = nn::Tensorf::from_vector({n, width}, latents);
   std::vector<ChunkRecord> records;
   const WritePolicy policy = [this, &ctx](const ChunkReport& r) { return decide(ctx, r); };
   auto account = [&] {
@@ -215,7 +217,7 @@ std::vector<float> TitansComponent::process(components::Context& ctx, std::uint6
       ++totals_.documents;
     }
     nn::Tensorf y;
-    if (values_.defined()) {
+    if (values_.defined() || keys_.defined()) {
       try {
         y = mag_->push(x, lengths, tokens, policy, &records);
       } catch (const std::invalid_argument& e) {  // lengths / tokens of the slice malformed
@@ -286,8 +288,11 @@ struct Snapshot {
   std::int64_t patches = 0, written = 0;  ///< MAG form: the document's stream position
   /// MAG form with byte values: tokens of the unwritten patches, one list per patch.
   std::vector<std::vector<std::int32_t>> pending_tokens;
+  /// MAG form with n-gram keys: the document's last tokens and its position (tokens so far).
+  std::vector<std::int32_t> history;
+  std::int64_t position = 0;
   MSGPACK_DEFINE_MAP(weights, momentum, pending, pending_rows, step, chunk, document, started,
-                     patches, written, pending_tokens);
+                     patches, written, pending_tokens, history, position);
 };
 
 }  // namespace
@@ -304,6 +309,8 @@ std::string TitansComponent::snapshot() const {
     s.written = mag_->written();
     s.started = mag_->started();
     s.pending_tokens = mag_->unwritten_tokens();
+    s.history = mag_->history();
+    s.position = mag_->position();
   } else {
     if (st.pending.defined()) s.pending = st.pending.to_vector();
     s.pending_rows = st.pending_rows();
@@ -361,7 +368,7 @@ void TitansComponent::restore(std::string_view bytes) {
     if (!s.started) return;  // nothing streamed yet: the next document starts fresh
     try {
       mag_->restore(std::move(st), s.patches, s.written, std::move(pending),
-                    std::move(s.pending_tokens));
+                    std::move(s.pending_tokens), std::move(s.history), s.position);
     } catch (const std::invalid_argument& e) {
       throw std::runtime_error(std::string("titans: snapshot: ") + e.what());
     }
@@ -370,6 +377,10 @@ void TitansComponent::restore(std::string_view bytes) {
   st.pending = std::move(pending);
   state_ = std::move(st);
   started_ = s.started;
+}
+
+std::int64_t TitansComponent::latent_width() const {
+  return memory_->config().input_dim - (keys_.defined() ? keys_.dim : 0);
 }
 
 bool TitansComponent::degrade(const std::string& action) {

@@ -104,6 +104,46 @@ std::vector<std::int32_t> target_byte_ids(const std::vector<std::int32_t>& token
 /// patch_of_position (non-decreasing, starting at 0). Throws std::invalid_argument otherwise.
 std::vector<std::int32_t> offsets_in_patch(const std::vector<std::int64_t>& patch_of_position);
 
+/// Hashed n-gram context features of a patch ("n-gram keys"): the memory's input for patch p
+/// is x_p = [x̂_p ; h_p] (width C + dim), x̂_p the unit latent and
+///     h_p = [s(n_1, g_{n_1}(e_p)) ; ... ; s(n_m, g_{n_m}(e_p))],
+/// g_n(e) the n tokens ending at position e_p = the last position of patch p (fewer at the
+/// document start), s(n, g) a fixed pseudo-random sign vector (entries ±1/sqrt(dim), block of
+/// dim / m entries per n) drawn from a 64-bit hash of (n, g). These are BLT's hash n-gram
+/// embeddings (Pagnoni et al. 2024, arXiv 2412.09871, §3.2.1) in the form of feature hashing
+/// (Weinberger et al. 2009): no table to learn or ship; two contexts share a block exactly when
+/// they share that n-gram, and distinct n-grams give nearly orthogonal blocks (|cos| about
+/// 1/sqrt(block)), so that keys k = x W_K can address many associations without interference
+/// (the pooled latents of neighbouring patches are far from orthogonal). Identical contexts
+/// give identical keys, so the association written after a context in an earlier copy of a text
+/// is the one its later copy reads.
+struct NgramKeys {
+  std::vector<std::int64_t> sizes;  ///< n of each block (each >= 1); empty: no n-gram keys
+  std::int64_t dim = 0;             ///< total width of h (a multiple of sizes.size())
+  bool defined() const { return dim > 0 && !sizes.empty(); }
+  /// Longest n (the tokens of history a stream must keep, plus one).
+  std::int64_t longest() const;
+  /// Throws std::invalid_argument naming the field when a size is < 1, dim < 1 or dim is not a
+  /// multiple of the number of sizes.
+  void validate() const;
+  /// h for the n-grams ending at absolute position `end` of a document whose tokens at positions
+  /// [offset, offset + tokens.size()) are given (end in that range; the n-gram uses positions
+  /// max(0, end - n + 1) .. end, all of which must be given). Writes dim values to out.
+  /// Throws std::invalid_argument when a needed position is missing.
+  void features(const std::vector<std::int32_t>& tokens, std::int64_t offset, std::int64_t end,
+                float* out) const;
+};
+
+/// Memory inputs [x̂_p ; h_p] (P, C + keys.dim) of a document: x̂ = unit_rows(latents) (P, C),
+/// h_p = keys.features at the last position of patch p (patch_starts[p + 1] - 1, or
+/// tokens.size() - 1 for the last patch); tokens = the document from position 0. Without keys
+/// (undefined): the latents unchanged. Throws std::invalid_argument on a shape mismatch or
+/// tokens missing.
+template <typename T>
+nn::Tensor<T> key_inputs(const NgramKeys& keys, const nn::Tensor<T>& latents,
+                         const std::vector<std::int32_t>& tokens,
+                         const std::vector<std::int64_t>& patch_starts);
+
 /// A document as the frozen byte LM patches it.
 struct DocumentPatches {
   std::vector<std::int64_t> patch_of_position;  ///< p(i) for every token position i
@@ -155,8 +195,14 @@ nn::Tensor<T> mag_readouts(const NeuralMemory<T>& memory, const nn::Tensor<T>& l
 template <typename T>
 class MagStream {
  public:
-  explicit MagStream(const NeuralMemory<T>& memory, const ByteValues<T>* values = nullptr)
-      : memory_(&memory), values_(values && values->defined() ? values : nullptr) {}
+  /// With n-gram keys (keys->defined()) the memory's input of a patch is [unit latent ; h_p]
+  /// (key_inputs): pushes then need the slice's lengths and tokens, and the stream keeps the
+  /// last keys->longest() - 1 tokens of the document (history()).
+  explicit MagStream(const NeuralMemory<T>& memory, const ByteValues<T>* values = nullptr,
+                     const NgramKeys* keys = nullptr)
+      : memory_(&memory),
+        values_(values && values->defined() ? values : nullptr),
+        keys_(keys && keys->defined() ? keys : nullptr) {}
   /// Starts a document: M = M_0 after the persistent vectors (NeuralMemory::initial_state)
   /// unless keep_memory (memory_scope: stream), patch indices from 0.
   void start_document(std::uint64_t document, bool keep_memory = false);
@@ -165,9 +211,10 @@ class MagStream {
   /// std::invalid_argument on a shape mismatch (nothing changes then).
   nn::Tensor<T> push(const nn::Tensor<T>& latents, const WritePolicy& policy = {},
                      std::vector<ChunkRecord>* records = nullptr);
-  /// push() for byte values: lengths (n patch lengths, tokens) and the slice's tokens (their
-  /// sum). Throws std::invalid_argument when they do not match the latents or a token is
-  /// outside the vocabulary (nothing changes then). Without byte values the tokens are unused.
+  /// push() for byte values or n-gram keys: lengths (n patch lengths, tokens) and the slice's
+  /// tokens (their sum); latents (n, C), C = the memory's input width less keys->dim. Throws
+  /// std::invalid_argument when they do not match the latents or a token is outside the
+  /// vocabulary (nothing changes then). Without either the tokens are unused.
   nn::Tensor<T> push(const nn::Tensor<T>& latents, const std::vector<std::uint32_t>& lengths,
                      const std::vector<std::int32_t>& tokens, const WritePolicy& policy = {},
                      std::vector<ChunkRecord>* records = nullptr);
@@ -183,12 +230,19 @@ class MagStream {
   const std::vector<std::vector<std::int32_t>>& unwritten_tokens() const { return tokens_; }
   const MemoryState<T>& state() const { return state_; }
   bool started() const { return started_; }
-  /// Puts back a state saved from state(), patches(), written(), unwritten() and (byte values)
-  /// unwritten_tokens(). Throws std::invalid_argument when the unwritten rows (or token lists,
-  /// with byte values) do not equal patches - written.
+  /// n-gram keys: the document's last (up to keys->longest() - 1) tokens before the next slice;
+  /// empty otherwise.
+  const std::vector<std::int32_t>& history() const { return history_; }
+  /// Tokens of the document received so far (n-gram keys; 0 otherwise).
+  std::int64_t position() const { return position_; }
+  /// Puts back a state saved from state(), patches(), written(), unwritten(), (byte values)
+  /// unwritten_tokens() and (n-gram keys) history() and position(). Throws
+  /// std::invalid_argument when the unwritten rows (or token lists, with byte values) do not
+  /// equal patches - written, or the history is longer than keys->longest() - 1 or position.
   void restore(MemoryState<T> state, std::int64_t patches, std::int64_t written,
                nn::Tensor<T> unwritten,
-               std::vector<std::vector<std::int32_t>> unwritten_tokens = {});
+               std::vector<std::vector<std::int32_t>> unwritten_tokens = {},
+               std::vector<std::int32_t> history = {}, std::int64_t position = 0);
 
  private:
   nn::Tensor<T> push_impl(const nn::Tensor<T>& latents,
@@ -200,6 +254,9 @@ class MagStream {
   void drop_written(std::int64_t n);
   const NeuralMemory<T>* memory_;
   const ByteValues<T>* values_;
+  const NgramKeys* keys_;
+  std::vector<std::int32_t> history_;
+  std::int64_t position_ = 0;
   MemoryState<T> state_;
   nn::Tensor<T> window_;
   std::vector<std::vector<std::int32_t>> tokens_;
@@ -223,30 +280,39 @@ blt::WindowHook make_readout_hook(const MagInjection<float>& injection,
                                   const std::vector<float>& readouts);
 
 /// A trained MAG model: memory (config and parameters), injection, the value side (byte
-/// values, or undefined: latents) and the patcher it was trained with.
+/// values, or undefined: latents), the key side (n-gram keys, or undefined: unit latents only)
+/// and the patcher it was trained with. With keys, memory_config.input_dim = C + keys.dim.
 struct MagModel {
   MemoryConfig memory_config;
   blt::PatcherOptions patcher;
   std::unique_ptr<NeuralMemory<float>> memory;
   MagInjection<float> injection;
   ByteValues<float> values;
+  NgramKeys keys;
+  /// Width C of the patch latents the model reads (input_dim less keys.dim).
+  std::int64_t latent_dim() const { return memory_config.input_dim - keys.dim; }
 };
 
-/// Readouts of a whole document for `model` (mag_readouts with, for byte values, the values of
-/// target_byte_ids over tokens and patch_starts; tokens = the document from position 0).
+/// Readouts of a whole document for `model` (mag_readouts of key_inputs with, for byte values,
+/// the values of target_byte_ids over tokens and patch_starts; tokens = the document from
+/// position 0; latents (P, model.latent_dim())).
 /// Differentiable when a graph is recorded. Throws std::invalid_argument on a mismatch.
 nn::Tensor<float> model_readouts(const MagModel& model, const nn::Tensor<float>& latents,
                                  const std::vector<std::int32_t>& tokens,
                                  const std::vector<std::int64_t>& patch_starts, bool update,
                                  std::vector<ChunkRecord>* records = nullptr);
 
-/// Writes a MAG model as an nn checkpoint (f32; msgpack + CRC-32): tensors "memory.<name>"
+/// Writes a MAG model as an nn checkpoint (msgpack + CRC-32; tensors in `storage`: f32, or bf16
+/// for a smaller file, rounded to nearest even): tensors "memory.<name>"
 /// (MemoryParams::named), "mag.<name>" and (byte values) "values.table", config block JSON with
 /// the memory config, the MAG config (with "offsets" when K > 0), "values" ({"kind": "bytes",
-/// "offsets", "vocab"}; absent: latent values, as in the first models) and the patch threshold.
-/// Throws nn::CheckpointError on I/O failure.
-void save_mag_model(const std::filesystem::path& path, const MagModel& model);
-/// Loads a file written by save_mag_model (models/titans/mag.ckpt). Throws nn::CheckpointError
+/// "offsets", "vocab"}; absent: latent values, as in the first models), "keys" ({"ngrams",
+/// "dim"}; absent: no n-gram keys) and the patch threshold. Throws
+/// nn::CheckpointError on I/O failure, std::invalid_argument for a storage other than f32/bf16.
+void save_mag_model(const std::filesystem::path& path, const MagModel& model,
+                    nn::DType storage = nn::DType::f32);
+/// Loads a file written by save_mag_model (models/titans/mag.ckpt; f32 or bf16 tensors, read
+/// into float32). Throws nn::CheckpointError
 /// (corrupt file) or std::runtime_error naming the file and the missing or misshapen tensor or
 /// config key.
 MagModel load_mag_model(const std::filesystem::path& path);

@@ -101,6 +101,9 @@ class TitansComponent : public components::Component {
   MemoryState<float> state_;
   std::optional<MagStream<float>> mag_;  ///< the `model:` form (reads memory_, values_)
   ByteValues<float> values_;             ///< the MAG model's byte values (undefined: latents)
+  NgramKeys keys_;                       ///< the MAG model's n-gram keys (undefined: none)
+  /// Width of the blt.patches latents: the memory's input width less the n-gram keys'.
+  std::int64_t latent_width() const;
   bool started_ = false;
   std::unique_ptr<SurprisePrioritizer> prioritizer_;
   double degrade_keep_ = 1.0;  ///< cap on the keep fraction set by degrade commands

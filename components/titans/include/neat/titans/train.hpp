@@ -30,6 +30,14 @@ struct TitansTrainOptions {
   /// patch's latent.
   bool byte_values = false;
   std::int64_t offsets = 0;  ///< YAML `offsets`: K of the byte values and of W_off (0: none)
+  /// YAML `keys: {ngrams, dim}`: n-gram keys (NgramKeys; undefined: the unit latents alone).
+  /// With them the memory reads [unit latent ; h] and a fresh model starts with W_K = W_Q =
+  /// [0 ; I] (keys and queries are the n-gram features) when keys.dim equals memory.dim, and a
+  /// linear memory (depth 1) with M_0 = 0.
+  NgramKeys keys;
+  /// YAML `storage`: tensors of the saved model in f32 (default) or bf16 (half the file; the
+  /// training itself stays in float32).
+  bool store_bf16 = false;
   std::int64_t windows =
       8;  ///< context windows per training sequence (sequence = BOS + windows x context tokens)
   double repeat_probability = 0.5;  ///< share of sequences whose second half repeats the first
