@@ -32,6 +32,8 @@ CommandRunner add_titans_commands(const CommandParents& parents) {
   eval->add_option("--max-documents", e->max_documents, "per domain; 0: all")
       ->capture_default_str();
   eval->add_flag("--repeat", e->repeat, "also a document repeated twice in one stream");
+  eval->add_flag("--repeat-only", e->repeat_only,
+                 "only the repeated-document test (implies --repeat; no per-domain documents)");
   eval->add_option("--repeat-bytes", e->repeat_bytes, "length of the repeated copy")
       ->capture_default_str();
   eval->add_option("--threads", e->threads, "BLAS threads")->capture_default_str();

@@ -121,6 +121,36 @@ TEST(TitansCopyValues, InjectionWithOffsetsGradientMatchesFiniteDifferences) {
   EXPECT_THROW(inj.inject(x0, r0, &negative), std::invalid_argument);
 }
 
+TEST(TitansCopyValues, InjectionWithReadoutNormGradientMatchesFiniteDifferences) {
+  // r̂ = r / sqrt(mean(r^2) + 1e-5) * gamma before the projections (Titans §4.2).
+  std::mt19937_64 rng(18);
+  titans::MagConfig mc{0, 6, 4, 3};
+  mc.readout_norm = true;
+  const Tensord x0 = random({2, 3, 6}, rng, 1.0), r0 = random({2, 3, 4}, rng, 0.3);
+  const std::vector<std::int32_t> offsets = {0, 1, 2, 5, 0, 1};
+  auto f = [&](const std::vector<Tensord>& in) {
+    titans::MagInjection<double> inj;
+    inj.config = mc;
+    inj.w_o = in[0], inj.w_g = in[1], inj.b_g = in[2], inj.w_off = in[3], inj.r_gain = in[4];
+    return weighted_sum(inj.inject(in[5], in[6], &offsets));
+  };
+  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5), random({6, 6}, rng, 0.5),
+                                       random({6}, rng, 0.5),    random({4, 18}, rng, 0.5),
+                                       random({4}, rng, 1.0),    x0,
+                                       r0};
+  EXPECT_LT(gradient_relative_error(f, inputs), 1e-6);
+  // A readout scaled by 10 injects the same term (up to the epsilon); gamma = 0 injects nothing.
+  titans::MagInjection<double> inj = titans::MagInjection<double>::init(mc, 2);
+  inj.w_o = inputs[0], inj.w_off = inputs[3];
+  const auto a = inj.inject(x0, r0, &offsets).to_vector();
+  const auto b = inj.inject(x0, nn::scale(r0, 10.0), &offsets).to_vector();
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-3);
+  inj.r_gain = Tensord::zeros({4});
+  EXPECT_EQ(inj.inject(x0, r0, &offsets).to_vector(), x0.to_vector());
+  ASSERT_EQ(inj.named().size(), 5u);
+  EXPECT_EQ(inj.named().back().first, "r_gain");
+}
+
 TEST(TitansCopyValues, ReadoutNeverDependsOnATokenAfterItsPatchStart) {
   // Row p may use tokens up to start(p) (the targets of patch p - 1 end there) and nothing
   // later: position start(p) is the first that receives row p and it has seen token start(p).

@@ -3,7 +3,8 @@
 // causality (a readout row never depends on a token after its patch's first position); the
 // stream in slices, restored from its own snapshot before every slice (history and position
 // travel), equals the whole document; recall of a repeated text through identity-initialised
-// keys; the model file round trip (f32 and bf16) and a file with invalid keys rejected.
+// keys; the model file round trip (f32 and bf16, with the readout normalisation's gain) and a
+// file with invalid keys rejected.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -303,7 +304,9 @@ TEST(TitansNgramKeys, ModelFileWithKeysRoundTripsInF32AndBf16AndInvalidKeysAreRe
   titans::MagModel m;
   m.memory_config = c;
   m.memory = std::make_unique<titans::NeuralMemory<float>>(c);
-  m.injection = titans::MagInjection<float>::init({1, 3, 4, 0}, 3);
+  m.injection = titans::MagInjection<float>::init({1, 3, 4, 0, true}, 3);
+  std::mt19937_64 rng(4);
+  m.injection.r_gain = nn::Tensorf::randn({4}, rng, 1.0f, 1.0f, true);
   m.keys = keys_of({2, 3}, 4);
   EXPECT_EQ(m.latent_dim(), 3);
   const auto dir = std::filesystem::temp_directory_path() / "neat_titans_ngram_test";
@@ -314,6 +317,8 @@ TEST(TitansNgramKeys, ModelFileWithKeysRoundTripsInF32AndBf16AndInvalidKeysAreRe
   EXPECT_EQ(back.keys.sizes, m.keys.sizes);
   EXPECT_EQ(back.keys.dim, 4);
   EXPECT_EQ(back.memory->params().w_k.to_vector(), m.memory->params().w_k.to_vector());
+  EXPECT_TRUE(back.injection.config.readout_norm);
+  EXPECT_EQ(back.injection.r_gain.to_vector(), m.injection.r_gain.to_vector());
   titans::save_mag_model(file, m, nn::DType::bf16);
   back = titans::load_mag_model(file);
   const auto a = m.memory->params().w_k.to_vector(), b = back.memory->params().w_k.to_vector();

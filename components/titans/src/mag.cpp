@@ -37,6 +37,7 @@ MagInjection<T> MagInjection<T>::init(const MagConfig& config, std::uint64_t see
   if (config.offsets < 0) throw std::invalid_argument("titans mag: offsets must be >= 0");
   if (config.offsets > 0)
     m.w_off = Tensor<T>::zeros({config.memory_dim, config.offsets * config.model_dim}, true);
+  if (config.readout_norm) m.r_gain = Tensor<T>::full({config.memory_dim}, T(1), true);
   return m;
 }
 
@@ -44,6 +45,7 @@ template <typename T>
 std::vector<std::pair<std::string, Tensor<T>>> MagInjection<T>::named() const {
   std::vector<std::pair<std::string, Tensor<T>>> out = {{"w_o", w_o}, {"w_g", w_g}, {"b_g", b_g}};
   if (config.offsets > 0) out.emplace_back("w_off", w_off);
+  if (config.readout_norm) out.emplace_back("r_gain", r_gain);
   return out;
 }
 
@@ -60,7 +62,8 @@ Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout,
   }
   const Tensor<T> x2 = nn::reshape(x, {-1, C});
   const Tensor<T> gate = nn::sigmoid(nn::add(nn::matmul(x2, w_g), b_g));  // (B L, C)
-  const Tensor<T> r2 = nn::reshape(readout, {-1, d});
+  Tensor<T> r2 = nn::reshape(readout, {-1, d});
+  if (config.readout_norm) r2 = nn::rms_norm(r2, r_gain, T(1e-5));
   Tensor<T> term = nn::matmul(r2, w_o);  // (B L, C)
   if (config.offsets > 0) {
     const std::int64_t K = config.offsets, rows = x2.size(0);
@@ -711,6 +714,7 @@ void save_mag_model(const std::filesystem::path& path, const MagModel& model,
                                  {"patch_threshold", model.patcher.threshold}};
   nlohmann::json cfg = config;
   if (model.injection.config.offsets > 0) cfg["mag"]["offsets"] = model.injection.config.offsets;
+  if (model.injection.config.readout_norm) cfg["mag"]["readout_norm"] = true;
   if (model.values.defined()) {
     cfg["values"] = {
         {"kind", "bytes"}, {"offsets", model.values.offsets}, {"vocab", model.values.vocab}};
@@ -751,6 +755,7 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     mag.model_dim = config.at("mag").at("model_dim");
     mag.memory_dim = config.at("mag").at("memory_dim");
     mag.offsets = config.at("mag").value("offsets", std::int64_t{0});
+    mag.readout_norm = config.at("mag").value("readout_norm", false);
     model.patcher.mode = blt::PatchMode::global;
     model.patcher.threshold = config.at("patch_threshold");
     if (config.contains("keys")) {
@@ -805,6 +810,7 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     fill("mag.w_g", model.injection.w_g);
     fill("mag.b_g", model.injection.b_g);
     if (mag.offsets > 0) fill("mag.w_off", model.injection.w_off);
+    if (mag.readout_norm) fill("mag.r_gain", model.injection.r_gain);
     if (config.contains("values")) {
       const auto& vj = config.at("values");
       if (vj.at("kind") != "bytes") {

@@ -80,6 +80,9 @@ config::Schema TitansTrainOptions::schema() {
                               "ngrams); the memory reads [unit latent ; h]"),
                 "n-gram keys (hashed n-gram features of the patch's last tokens; absent: the "
                 "unit latents alone)")
+      .optional("readout_norm", Schema::boolean().default_value("false"),
+                "normalise the readout (RMS, learned gain) before the MAG projections (Titans "
+                "§4.2); a fresh model only, a warm start keeps its own")
       .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
                 "tensor storage of the saved model (bf16: half the file, rounded to nearest "
                 "even; training stays float32)")
@@ -108,6 +111,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
     issue.message = "values: bytes needs offsets >= 1";
     throw config::ConfigError({issue});
   }
+  if (root["readout_norm"]) o.readout_norm = root["readout_norm"].as<bool>();
   if (root["storage"]) o.store_bf16 = root["storage"].as<std::string>() == "bf16";
   if (const auto k = root["keys"]) {
     o.keys.sizes = k["ngrams"].as<std::vector<std::int64_t>>();
@@ -199,7 +203,8 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
       if (mc.depth == 1) fresh.m0[0] = Tensor<float>::zeros({mc.dim, mc.dim}, true);
     }
     model.memory = std::make_unique<NeuralMemory<float>>(mc, std::move(fresh));
-    model.injection = MagInjection<float>::init({o.layer, lc.dim, mc.dim, o.offsets}, o.seed + 1);
+    model.injection =
+        MagInjection<float>::init({o.layer, lc.dim, mc.dim, o.offsets, o.readout_norm}, o.seed + 1);
     if (o.byte_values)
       model.values = ByteValues<float>::init(o.offsets, lc.vocab_size, mc.input_dim, o.seed + 2);
   } else {
@@ -235,6 +240,7 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     model.injection = init.injection;
     for (auto* t : {&model.injection.w_o, &model.injection.w_g, &model.injection.b_g})
       *t = leaf(*t);
+    if (ic.readout_norm) model.injection.r_gain = leaf(model.injection.r_gain);
     // A model without per-offset projections or byte values gains them (w_off = 0, a fresh
     // table): the memory, keys, queries, gates and W_o carry over.
     const std::int64_t have = ic.offsets;
@@ -444,6 +450,7 @@ nlohmann::json evaluate_titans(const TitansEvalOptions& o, std::ostream& progres
     for (const auto& doc : data::load_split(manifest, domain, split)) {
       if (doc.bytes.size() < o.min_document_bytes) continue;
       if (first.empty()) first = doc.bytes;
+      if (o.repeat_only) break;
       if (o.max_documents > 0 && n_docs >= o.max_documents) break;
       const auto tokens = blt::document_tokens(doc.bytes);
       const DocumentPatches dp = patch_document(*lm, tokens, model.patcher);
@@ -467,7 +474,7 @@ nlohmann::json evaluate_titans(const TitansEvalOptions& o, std::ostream& progres
       total.bytes += ds.bytes;
       total_docs += n_docs;
     }
-    if (o.repeat && !first.empty()) {
+    if ((o.repeat || o.repeat_only) && !first.empty()) {
       // One stream: BOS, the document's first repeat_bytes bytes, the same bytes again, EOS.
       const std::size_t len = std::min<std::size_t>(first.size(), o.repeat_bytes);
       std::vector<std::uint8_t> twice(first.begin(),

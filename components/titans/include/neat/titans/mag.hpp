@@ -46,21 +46,28 @@ struct MagConfig {
   /// K: per-offset projections W_off[o] (o = offset of the position in its patch, offsets >= K
   /// use W_off[K - 1]); 0: none (r W_o only, the first models).
   std::int64_t offsets = 0;
+  /// Normalise the readout before the projections (Titans §4.2: the memory's output is
+  /// normalised with learnable vector-valued weights): r̂ = r / sqrt(mean(r²) + 1e-5) ⊙ γ, γ (d)
+  /// learned, starting at 1. Without it (the first models) r enters as read.
+  bool readout_norm = false;
 };
 
-/// The injection's learned parameters: w_o (d, C), w_g (C, C), b_g (C) and, when
-/// config.offsets = K > 0, w_off (d, K C): block o (columns [o C, (o + 1) C)) is W_off[o].
+/// The injection's learned parameters: w_o (d, C), w_g (C, C), b_g (C), when
+/// config.offsets = K > 0, w_off (d, K C): block o (columns [o C, (o + 1) C)) is W_off[o], and
+/// when config.readout_norm, r_gain (d), the γ of the readout normalisation.
 template <typename T>
 struct MagInjection {
   MagConfig config;
-  nn::Tensor<T> w_o, w_g, b_g, w_off;
+  nn::Tensor<T> w_o, w_g, b_g, w_off, r_gain;
 
   /// w_o = 0 and w_off = 0 (the injection starts as the identity), w_g N(0, 1/C), b_g = 0;
   /// leaves with requires_grad.
   static MagInjection init(const MagConfig& config, std::uint64_t seed);
-  /// {"w_o", "w_g", "b_g"} (and "w_off" when K > 0) with their tensors.
+  /// {"w_o", "w_g", "b_g"} (and "w_off" when K > 0, "r_gain" with readout_norm) with their
+  /// tensors.
   std::vector<std::pair<std::string, nn::Tensor<T>>> named() const;
-  /// x + sigmoid(x W_g + b_g) ⊙ (r W_o + r W_off[o]): x (B, L, C), r (B, L, d) -> (B, L, C);
+  /// x + sigmoid(x W_g + b_g) ⊙ (r W_o + r W_off[o]) (r -> r̂ with readout_norm):
+  /// x (B, L, C), r (B, L, d) -> (B, L, C);
   /// offsets (B L values, row-major, >= 0; values >= K use block K - 1) are required when
   /// K > 0 and ignored otherwise. Differentiable in x, r and the parameters. Throws
   /// std::invalid_argument on shape mismatch or missing / negative offsets.

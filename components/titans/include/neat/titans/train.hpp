@@ -35,6 +35,8 @@ struct TitansTrainOptions {
   /// [0 ; I] (keys and queries are the n-gram features) when keys.dim equals memory.dim, and a
   /// linear memory (depth 1) with M_0 = 0.
   NgramKeys keys;
+  /// YAML `readout_norm`: MagConfig::readout_norm (a fresh model only; a warm start keeps its).
+  bool readout_norm = false;
   /// YAML `storage`: tensors of the saved model in f32 (default) or bf16 (half the file; the
   /// training itself stays in float32).
   bool store_bf16 = false;
@@ -79,6 +81,7 @@ struct TitansEvalOptions {
   std::uint64_t min_document_bytes = 16384;  ///< only documents at least this long
   std::int64_t max_documents = 0;            ///< per domain; 0: all
   bool repeat = false;                       ///< also the repeated-document test
+  bool repeat_only = false;                  ///< only the repeated-document test
   std::uint64_t repeat_bytes = 4096;         ///< length of the repeated copy (the first bytes)
   int threads = 2;
 };
