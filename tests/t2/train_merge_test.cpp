@@ -128,6 +128,26 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
   EXPECT_EQ(s.experts.at(0), later.experts.at(0));
   EXPECT_EQ(s.experts.at(1), b.experts.at(0));
   EXPECT_EQ(staged["domain_sources"]["en"], (dir_ / "later.ckpt").string());
+
+  // Expert strengths: each domain's alpha = s e_k, s the strength with the lowest validation
+  // bits per byte of z' = 1 + s (z_k - 1) among those tried (s = 0 is the base LM).
+  auto scaled_options = options({"en", "c"}, "scaled");
+  scaled_options.expert_scales = {0.0, 1.0, 1.5};
+  const auto scaled = t2::merge_experts(
+      scaled_options, {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"}, progress,
+      "test scales", "");
+  const auto sc = t2::ExpertSet::load(dir_ / "scaled" / "experts.ckpt");
+  for (std::size_t d = 0; d < 2; ++d) {
+    const auto& record = scaled["expert_scales"][sc.domains[d]];
+    const double chosen = record["scale"];
+    EXPECT_EQ(sc.classes[d].alpha[d], chosen);
+    EXPECT_EQ(sc.classes[d].alpha[1 - d], 0.0);
+    double best = 1e9;
+    for (const auto& [s_text, bpb] : record["val_bits_per_byte"].items())
+      best = std::min(best, bpb.get<double>());
+    EXPECT_EQ(record["val_bits_per_byte"][std::to_string(chosen)].get<double>(), best);
+    EXPECT_EQ(record["val_bits_per_byte"].size(), 3u);
+  }
   try {
     t2::merge_experts(options({"en", "c"}, "missing"), {dir_ / "a" / "experts.ckpt"}, progress, "",
                       "");

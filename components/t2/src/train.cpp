@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -90,6 +91,9 @@ config::Schema T2TrainOptions::schema() {
                     "domains without an expert, served by a CEM mixture")
           .optional("fewshot_documents", Schema::integer(1, 100000).default_value("5"),
                     "k few-shot train documents")
+          .optional("expert_scales", Schema::list(Schema::number(0.0, 4.0), 1),
+                    "expert strengths s tried by --merge per expert domain: alpha = s e_k, "
+                    "z' = 1 + s (z_k - 1), chosen by validation bits per byte (default [1])")
           .optional("fewshot_bytes", Schema::integer(1, 1ll << 30).default_value("512"),
                     "bytes of each few-shot document scored by CEM")
           .optional("cem", cem, "cross-entropy method");
@@ -146,6 +150,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (d["fewshot_domains"])
       o.fewshot_domains = d["fewshot_domains"].as<std::vector<std::string>>();
     if (d["fewshot_documents"]) o.fewshot_documents = d["fewshot_documents"].as<std::int64_t>();
+    if (d["expert_scales"]) o.expert_scales = d["expert_scales"].as<std::vector<double>>();
     if (d["fewshot_bytes"]) o.fewshot_bytes = d["fewshot_bytes"].as<std::uint64_t>();
     if (const auto c = d["cem"]) {
       if (c["population"]) o.cem.population = c["population"].as<std::int64_t>();
@@ -638,6 +643,29 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
   const auto factors = ModelFactors::decompose(*base, o.svd, set.matrices);
   set.check_compatible(factors);
   nlohmann::json prov;
+  if (o.expert_scales != std::vector<double>{1.0}) {
+    // Expert strength per domain, chosen on the validation split (the bytes the training runs
+    // report): alpha = s e_k composes z' = 1 + s (z_k - 1).
+    nlohmann::json chosen = nlohmann::json::object();
+    for (std::size_t d = 0; d < set.domains.size(); ++d) {
+      const auto val = split_bytes(manifest, set.domains[d], data::Split::kVal);
+      double best = 0.0, best_bpb = std::numeric_limits<double>::infinity();
+      nlohmann::json tried = nlohmann::json::object();
+      for (const double s : o.expert_scales) {
+        std::vector<double> alpha(set.domains.size(), 0.0);
+        alpha[d] = s;
+        apply_weights(factors, compose_all(factors, set.mix(alpha), kExact), *adapted);
+        const double bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
+        tried[std::to_string(s)] = bpb;
+        progress << "t2: merge: " << set.domains[d] << " strength " << s << ": val bits/byte "
+                 << bpb << "\n";
+        if (bpb < best_bpb) best = s, best_bpb = bpb;
+      }
+      set.classes[d].alpha[d] = best;
+      chosen[set.domains[d]] = {{"scale", best}, {"val_bits_per_byte", tried}};
+    }
+    prov["expert_scales"] = std::move(chosen);
+  }
   prov["base_model_sha256"] = base_sha;  // hashed once, above
   prov["parts"] = std::move(records);
   prov["domain_sources"] = std::move(sources);

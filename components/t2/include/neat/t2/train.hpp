@@ -26,6 +26,10 @@ struct T2TrainOptions {
   std::filesystem::path corpus = "data/corpus";
   std::vector<std::string> domains = {"en", "de", "it", "c", "python"};  ///< one expert each
   std::vector<std::string> fewshot_domains = {"es"};  ///< CEM mixtures of the experts
+  /// Expert strengths s tried per expert domain by `--merge` (dispatch.expert_scales): the
+  /// domain's class gets alpha = s e_k, i.e. z' = 1 + s (z_k - 1) (s > 1 extrapolates along the
+  /// trained change), s chosen by validation bits per byte; {1}: the plain expert.
+  std::vector<double> expert_scales = {1.0};
   std::int64_t fewshot_documents = 5;                 ///< k train documents of a few-shot domain
   std::uint64_t fewshot_bytes = 512;  ///< bytes of each few-shot document scored by CEM
   CemOptions cem;  ///< population, elite ratio, iterations, identity component (default on)
