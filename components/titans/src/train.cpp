@@ -48,7 +48,10 @@ config::Schema TitansTrainOptions::schema() {
           .optional("windows", Schema::integer(1, 1024).default_value("8"),
                     "context windows per training sequence")
           .optional("repeat_probability", Schema::number(0, 1).default_value("0.5"),
-                    "share of sequences whose second half repeats the first");
+                    "share of sequences whose second half repeats the first")
+          .optional("balance_domains", Schema::boolean().default_value("false"),
+                    "draw the domain uniformly, then one of its documents (false: every document "
+                    "equally likely)");
   config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 10)
       .optional("max_minutes", Schema::number(0.01, 1e6).default_value("20"),
                 "wall-clock budget; training stops and saves when exceeded");
@@ -141,6 +144,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
     if (t["steps"]) o.steps = t["steps"].as<std::int64_t>();
     if (t["windows"]) o.windows = t["windows"].as<std::int64_t>();
     if (t["repeat_probability"]) o.repeat_probability = t["repeat_probability"].as<double>();
+    if (t["balance_domains"]) o.balance_domains = t["balance_domains"].as<bool>();
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["max_minutes"]) o.max_minutes = t["max_minutes"].as<double>();
     config::read_run_keys(t, {o.seed, o.threads});
@@ -275,10 +279,17 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
   const auto manifest = data::load_manifest(o.corpus);
   const std::uint64_t seq_bytes = static_cast<std::uint64_t>(o.windows * lc.max_seq_len);
   std::vector<std::vector<std::uint8_t>> docs;
-  for (const auto& domain : o.domains)
-    for (auto& d : data::load_split(manifest, domain, data::Split::kTrain))
-      if (d.bytes.size() >= std::max<std::uint64_t>(16384, seq_bytes))
+  std::vector<std::vector<std::size_t>> by_domain;  // indices into docs per domain with any
+  for (const auto& domain : o.domains) {
+    std::vector<std::size_t> mine;
+    for (auto& d : data::load_split(manifest, domain, data::Split::kTrain)) {
+      if (d.bytes.size() >= std::max<std::uint64_t>(16384, seq_bytes)) {
+        mine.push_back(docs.size());
         docs.push_back(std::move(d.bytes));
+      }
+    }
+    if (!mine.empty()) by_domain.push_back(std::move(mine));
+  }
   if (docs.empty()) throw std::invalid_argument("titans train: no train document long enough");
   progress << "titans train: " << docs.size()
            << " documents >= " << std::max<std::uint64_t>(16384, seq_bytes)
@@ -316,7 +327,14 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
                << step << "\n";
       break;
     }
-    const auto& doc = docs[rng() % docs.size()];
+    std::size_t pick = 0;
+    if (o.balance_domains) {
+      const auto& mine = by_domain[rng() % by_domain.size()];
+      pick = mine[rng() % mine.size()];
+    } else {
+      pick = rng() % docs.size();
+    }
+    const auto& doc = docs[pick];
     const std::uint64_t off = rng() % (doc.size() - seq_bytes + 1);
     const bool repeat = std::uniform_real_distribution<double>(0, 1)(rng) < o.repeat_probability;
     std::vector<std::int32_t> tokens = {blt::kBos};

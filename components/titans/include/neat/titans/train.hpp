@@ -43,6 +43,9 @@ struct TitansTrainOptions {
   std::int64_t windows =
       8;  ///< context windows per training sequence (sequence = BOS + windows x context tokens)
   double repeat_probability = 0.5;  ///< share of sequences whose second half repeats the first
+  /// YAML `balance_domains`: draw the domain uniformly, then a document of it (false: every
+  /// document equally likely, so the domains with many long documents dominate).
+  bool balance_domains = false;
   std::int64_t steps = 300;
   double lr = 3e-3, min_lr = 3e-4, weight_decay = 0.0, clip = 1.0;
   std::int64_t warmup = 20;
