@@ -53,9 +53,9 @@ TEST(PredictorBus, TitansVariantUsesTheNodesReadoutsAndSurvivesABrokenSlice) {
   std::vector<float> rows;
   {
     nn::NoGradGuard no_grad;
-    titans::MagStream<float> stream(*mag.memory);
-    stream.start_document(1);
-    rows = stream.push(patches.latents).to_vector();
+    rows = titans::model_readouts(mag, patches.latents, doc, patches.patch_starts, true)
+               .contiguous()
+               .to_vector();
   }
   const auto d = mag.injection.config.memory_dim;
   const auto P = patches.patch_starts.size();

@@ -164,7 +164,9 @@ TEST(TitansMag, ZeroGateEqualsNoHookAndTheTrainedModelChangesPredictions) {
   std::vector<float> r;
   {
     nn::NoGradGuard no_grad;
-    r = titans::mag_readouts(*model.memory, dp.latents, true).contiguous().to_vector();
+    r = titans::model_readouts(model, dp.latents, tokens, dp.patch_starts, true)
+            .contiguous()
+            .to_vector();
   }
   const auto base = blt::target_log_probs(*lm, tokens, 2);
   auto closed = model.injection;

@@ -215,10 +215,6 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     // Warm start: parameters from the checkpoint (shapes checked by NeuralMemory against this
     // config), trainable again; gate maxima and chunk from this config.
     MagModel init = load_mag_model(o.init_model);
-    if (init.keys.sizes != o.keys.sizes || init.keys.dim != o.keys.dim) {
-      throw std::invalid_argument("titans train: init " + o.init_model.string() +
-                                  " has other n-gram keys than the config");
-    }
     const auto& ic = init.injection.config;
     if (ic.layer != o.layer || ic.model_dim != lc.dim || ic.memory_dim != mc.dim) {
       throw std::invalid_argument(
@@ -226,6 +222,10 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
           std::to_string(ic.layer) + " with widths " + std::to_string(ic.model_dim) + "/" +
           std::to_string(ic.memory_dim) + ", the config asks for block " + std::to_string(o.layer) +
           " with " + std::to_string(lc.dim) + "/" + std::to_string(mc.dim));
+    }
+    if (init.keys.sizes != o.keys.sizes || init.keys.dim != o.keys.dim) {
+      throw std::invalid_argument("titans train: init " + o.init_model.string() +
+                                  " has other n-gram keys than the config");
     }
     const MemoryParams<float>& p = init.memory->params();
     MemoryParams<float> fresh;
