@@ -447,3 +447,55 @@ TEST(TitansComponent, MagByteValuesReadTheSliceTokensAndTravelInSnapshots) {
   EXPECT_NE(y1, y3);
   std::filesystem::remove_all(dir);
 }
+
+TEST(TitansComponent, MagNgramKeysReadLatentsOfTheirWidthAndTheHistoryTravelsInSnapshots) {
+  // A MAG model with n-gram keys (models/titans/mag_ngram.ckpt's form): blt.patches latents are
+  // C = input_dim - keys.dim wide, the node builds [unit latent ; h] from the slice's tokens and
+  // the document's last tokens, which travel in snapshots.
+  titans::MemoryConfig mc = memory_config();
+  mc.input_dim = kIn + 8;
+  titans::MagModel model;
+  model.memory_config = mc;
+  model.memory = std::make_unique<titans::NeuralMemory<float>>(mc);
+  model.injection = titans::MagInjection<float>::init({1, 32, kDim, 0, true}, 5);
+  model.keys.sizes = {2, 5};
+  model.keys.dim = 8;
+  const auto dir = std::filesystem::temp_directory_path() / "neat_titans_component_ngram";
+  std::filesystem::create_directories(dir);
+  titans::save_mag_model(dir / "mag.ckpt", model, nn::DType::bf16);
+  YAML::Node config;
+  config["model"] = (dir / "mag.ckpt").string();
+  Rig rig(config);
+  std::mt19937_64 rng(9);
+  const std::int64_t na = mc.chunk + 9, nb = 2 * mc.chunk;
+  const auto a = random_latents(na, rng), b = random_latents(nb, rng);  // kIn wide
+  std::vector<std::uint32_t> la(static_cast<std::size_t>(na), 1), lb(static_cast<std::size_t>(nb), 2);
+  std::vector<std::int32_t> ta, tb;
+  for (std::int64_t i = 0; i < na; ++i) ta.push_back(static_cast<std::int32_t>(rng() % 256));
+  for (std::int64_t i = 0; i < 2 * nb; ++i) tb.push_back(static_cast<std::int32_t>(rng() % 256));
+  rig.titans.process(rig.context, 4, false, a, na, la, ta);
+  const std::string snap = rig.titans.snapshot();
+  const auto y1 = rig.titans.process(rig.context, 4, true, b, nb, lb, tb);
+  rig.titans.restore(snap);
+  const auto y2 = rig.titans.process(rig.context, 4, true, b, nb, lb, tb);
+  EXPECT_EQ(y1, y2);
+  // Latents of the memory's full input width, or a slice without tokens: rejected and counted.
+  rig.titans.restore(snap);
+  EXPECT_THROW(rig.titans.process(rig.context, 4, true,
+                                  std::vector<float>(static_cast<std::size_t>(nb * mc.input_dim)),
+                                  nb, lb, tb),
+               bus::PayloadError);
+  EXPECT_THROW(rig.titans.process(rig.context, 4, true, b, nb, {}, {}), bus::PayloadError);
+  EXPECT_EQ(rig.titans.current_stats().rejected, 2u);
+  // The tokens reach the readouts: changing the first slice's last token (same latents) changes
+  // the second slice's readouts (the n-grams of the patches around it and the memory written
+  // from them; slice-by-slice equality with the whole document: TitansNgramKeys tests).
+  rig.titans.restore(snap);
+  auto changed = ta;
+  changed.back() = (changed.back() + 1) % 256;
+  Rig other(config);
+  other.titans.process(other.context, 4, false, a, na, la, changed);
+  const auto y3 = other.titans.process(other.context, 4, true, b, nb, lb, tb);
+  EXPECT_NE(y1, y3);
+  std::filesystem::remove_all(dir);
+}
