@@ -17,7 +17,7 @@ CommandRunner add_titans_commands(const CommandParents& parents) {
   train->add_option("--config", *config, "training YAML")->capture_default_str();
 
   auto e = std::make_shared<titans::TitansEvalOptions>();
-  e->model = source_path("models/titans/mag.ckpt");
+  e->model = source_path("models/titans/mag_ngram.ckpt");
   e->base_model = source_path("models/blt/byte_lm.bf16.ckpt");
   auto* cmd = parents.app.add_subcommand("titans", "Titans memory tools");
   auto* eval = cmd->add_subcommand(

@@ -86,7 +86,7 @@ config::Schema Predictor::schema() {
       .optional("readout", Schema::string().default_value(""),
                 "the titans node's MAG readouts (titans.readout): enables the \"titans\" "
                 "variant, and \"full\" with t2 (\"\": off)")
-      .optional("injection", Schema::string().default_value("models/titans/mag.ckpt"),
+      .optional("injection", Schema::string().default_value("models/titans/mag_ngram.ckpt"),
                 "MAG model (`neat train titans`) whose gate and projection add the readouts; "
                 "the titans node must run the same file");
 }
@@ -133,7 +133,7 @@ void Predictor::configure(const YAML::Node& config, components::Context& ctx) {
   readout_topic_ = str("readout", "");
   if (!readout_topic_.empty()) {
     titans::MagModel mag = titans::load_mag_model(
-        components::resolve_path(str("injection", "models/titans/mag.ckpt")));
+        components::resolve_path(str("injection", "models/titans/mag_ngram.ckpt")));
     for (auto& [name, t] : mag.injection.named()) t.set_requires_grad(false);
     injection_.emplace(std::move(mag.injection));
     const auto d = injection_->config.memory_dim;

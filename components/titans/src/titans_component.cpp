@@ -33,7 +33,7 @@ config::Schema TitansComponent::schema() {
       .optional("prioritization_window", Schema::integer(1, 1 << 20).default_value("64"),
                 "recent chunks whose surprise defines the skip threshold")
       .optional("model", Schema::string().default_value(""),
-                "trained MAG model (`neat train titans`, models/titans/mag.ckpt): memory "
+                "trained MAG model (`neat train titans`, models/titans/mag_ngram.ckpt or mag.ckpt): memory "
                 "parameters and shape from the file (the shape keys below are then unused), "
                 "readout of the previous patch's latent for blt_predict's injection (\"\": a "
                 "memory initialised from `seed`, readout of each patch's own query)")

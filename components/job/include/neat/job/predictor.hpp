@@ -40,7 +40,7 @@ class Predictor : public components::Component {
   /// adaptive up to max_batch), max_batch, adaptation (topic; "" disables the t2 variant),
   /// experts (Transformer² expert set, models/t2/experts.ckpt), readout (topic of the titans
   /// node's MAG readouts; "" disables the "titans" and "full" variants), injection (the MAG
-  /// model whose gate and projection add the readout, models/titans/mag.ckpt).
+  /// model whose gate and projection add the readout, models/titans/mag_ngram.ckpt).
   static config::Schema schema();
   void configure(const YAML::Node& config, components::Context& ctx) override;
   std::vector<std::string> publishes() const override { return {output_}; }

@@ -76,7 +76,7 @@ struct TitansTrainOptions {
 nlohmann::json train_titans(const TitansTrainOptions& options, std::ostream& progress);
 
 struct TitansEvalOptions {
-  std::filesystem::path model = "models/titans/mag.ckpt";
+  std::filesystem::path model = "models/titans/mag_ngram.ckpt";
   std::filesystem::path base_model = "models/blt/byte_lm.bf16.ckpt";
   std::filesystem::path corpus = "data/corpus";
   std::string split = "test";
