@@ -23,19 +23,8 @@ namespace {
 
 titans::MemoryConfig small_config() { return titans::testing::small_memory_config(); }
 
-// A document of n tokens (values < vocab) cut into patches of 1..3 tokens.
-struct Doc {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::int64_t> starts;
-};
-
-Doc random_doc(std::int64_t n, std::int64_t vocab, std::mt19937_64& rng) {
-  Doc d;
-  for (std::int64_t i = 0; i < n; ++i) d.tokens.push_back(static_cast<std::int32_t>(rng() % vocab));
-  for (std::int64_t i = 0; i < n; i += 1 + static_cast<std::int64_t>(rng() % 3))
-    d.starts.push_back(i);
-  return d;
-}
+using titans::testing::Doc;
+using titans::testing::random_doc;
 
 Tensord readouts(const titans::NeuralMemory<double>& memory,
                  const titans::ByteValues<double>& values, const Tensord& latents, const Doc& d) {

@@ -44,18 +44,8 @@ double dot(const std::vector<float>& a, const std::vector<float>& b, std::size_t
   return s;
 }
 
-struct Doc {
-  std::vector<std::int32_t> tokens;
-  std::vector<std::int64_t> starts;
-};
-
-Doc random_doc(std::int64_t n, std::int64_t vocab, std::mt19937_64& rng) {
-  Doc d;
-  for (std::int64_t i = 0; i < n; ++i) d.tokens.push_back(static_cast<std::int32_t>(rng() % vocab));
-  for (std::int64_t i = 0; i < n; i += 1 + static_cast<std::int64_t>(rng() % 3))
-    d.starts.push_back(i);
-  return d;
-}
+using titans::testing::Doc;
+using titans::testing::random_doc;
 
 // A small memory reading [unit latent (3) ; h (4)]: input_dim 7.
 titans::MemoryConfig keyed_config() {

@@ -1,6 +1,11 @@
 // A small Titans memory configuration for finite-difference and equivalence tests in float64:
-// 5-dim inputs, a 2-layer memory of width 4 (hidden 3), chunks of 2, one persistent vector.
+// 5-dim inputs, a 2-layer memory of width 4 (hidden 3), chunks of 2, one persistent vector; and
+// random token documents cut into short patches (copy values, n-gram keys).
 #pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
 
 #include "neat/titans/memory.hpp"
 
@@ -17,6 +22,20 @@ inline MemoryConfig small_memory_config() {
   c.theta_max = 0.5;
   c.seed = 3;
   return c;
+}
+
+// A document of n tokens (values < vocab) cut into patches of 1..3 tokens.
+struct Doc {
+  std::vector<std::int32_t> tokens;
+  std::vector<std::int64_t> starts;
+};
+
+inline Doc random_doc(std::int64_t n, std::int64_t vocab, std::mt19937_64& rng) {
+  Doc d;
+  for (std::int64_t i = 0; i < n; ++i) d.tokens.push_back(static_cast<std::int32_t>(rng() % vocab));
+  for (std::int64_t i = 0; i < n; i += 1 + static_cast<std::int64_t>(rng() % 3))
+    d.starts.push_back(i);
+  return d;
 }
 
 }  // namespace neat::titans::testing
