@@ -181,10 +181,6 @@ TEST(TitansCopyValues, StreamInSlicesWithTokensEqualsTheWholeDocument) {
   const auto P = static_cast<std::int64_t>(d.starts.size());
   const Tensord latents = random({P, c.input_dim}, rng, 2.0);
   const auto whole = readouts(memory, values, latents, d).to_vector();
-  auto length = [&](std::int64_t p) {
-    const std::int64_t end = p + 1 < P ? d.starts[static_cast<std::size_t>(p + 1)] : 45;
-    return static_cast<std::uint32_t>(end - d.starts[static_cast<std::size_t>(p)]);
-  };
   for (const std::vector<std::int64_t>& slices :
        {std::vector<std::int64_t>{P}, {1, P - 1}, {4, 3, 9, P - 16}, {2, 5, P - 7}}) {
     titans::MagStream<double> stream(memory, &values);
@@ -192,13 +188,9 @@ TEST(TitansCopyValues, StreamInSlicesWithTokensEqualsTheWholeDocument) {
     std::vector<double> rows;
     std::int64_t at = 0;
     for (const auto n : slices) {
-      std::vector<std::uint32_t> lengths;
-      std::vector<std::int32_t> tokens;
-      for (std::int64_t p = at; p < at + n; ++p) {
-        lengths.push_back(length(p));
-        const auto s = d.starts[static_cast<std::size_t>(p)];
-        tokens.insert(tokens.end(), d.tokens.begin() + s, d.tokens.begin() + s + length(p));
-      }
+      const auto slice = titans::testing::slice_of(d, 45, at, n);
+      const auto& lengths = slice.lengths;
+      const auto& tokens = slice.tokens;
       // Restore from a snapshot of the stream before each slice: the tokens travel with it.
       titans::MagStream<double> copy(memory, &values);
       copy.restore(stream.state(), stream.patches(), stream.written(), stream.unwritten(),

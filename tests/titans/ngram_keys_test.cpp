@@ -172,10 +172,6 @@ TEST(TitansNgramKeys, StreamInSlicesRestoredFromItsSnapshotsEqualsTheWholeDocume
   const Doc d = random_doc(45, 9, rng);
   const auto P = static_cast<std::int64_t>(d.starts.size());
   const Tensord latents = random({P, 3}, rng, 2.0);
-  auto length = [&](std::int64_t p) {
-    const std::int64_t end = p + 1 < P ? d.starts[static_cast<std::size_t>(p + 1)] : 45;
-    return static_cast<std::uint32_t>(end - d.starts[static_cast<std::size_t>(p)]);
-  };
   for (const titans::ByteValues<double>* v : {&values, (const titans::ByteValues<double>*)nullptr}) {
     const auto whole = keyed_readouts(memory, k, v, latents, d).to_vector();
     for (const std::vector<std::int64_t>& slices :
@@ -185,17 +181,12 @@ TEST(TitansNgramKeys, StreamInSlicesRestoredFromItsSnapshotsEqualsTheWholeDocume
       std::vector<double> rows;
       std::int64_t at = 0;
       for (const auto n : slices) {
-        std::vector<std::uint32_t> lengths;
-        std::vector<std::int32_t> tokens;
-        for (std::int64_t p = at; p < at + n; ++p) {
-          lengths.push_back(length(p));
-          const auto s = d.starts[static_cast<std::size_t>(p)];
-          tokens.insert(tokens.end(), d.tokens.begin() + s, d.tokens.begin() + s + length(p));
-        }
+        const auto slice = titans::testing::slice_of(d, 45, at, n);
         titans::MagStream<double> copy(memory, v, &k);
         copy.restore(stream.state(), stream.patches(), stream.written(), stream.unwritten(),
                      stream.unwritten_tokens(), stream.history(), stream.position());
-        const auto y = copy.push(nn::slice(latents, 0, at, at + n), lengths, tokens).to_vector();
+        const auto y =
+            copy.push(nn::slice(latents, 0, at, at + n), slice.lengths, slice.tokens).to_vector();
         stream = copy;
         rows.insert(rows.end(), y.begin(), y.end());
         at += n;

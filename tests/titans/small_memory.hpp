@@ -38,4 +38,23 @@ inline Doc random_doc(std::int64_t n, std::int64_t vocab, std::mt19937_64& rng) 
   return d;
 }
 
+// Patch lengths and tokens of patches [at, at + n) of d (a document of `total` tokens), as a
+// blt.patches slice carries them.
+struct Slice {
+  std::vector<std::uint32_t> lengths;
+  std::vector<std::int32_t> tokens;
+};
+
+inline Slice slice_of(const Doc& d, std::int64_t total, std::int64_t at, std::int64_t n) {
+  Slice out;
+  const auto P = static_cast<std::int64_t>(d.starts.size());
+  for (std::int64_t p = at; p < at + n; ++p) {
+    const auto s = d.starts[static_cast<std::size_t>(p)];
+    const std::int64_t end = p + 1 < P ? d.starts[static_cast<std::size_t>(p + 1)] : total;
+    out.lengths.push_back(static_cast<std::uint32_t>(end - s));
+    out.tokens.insert(out.tokens.end(), d.tokens.begin() + s, d.tokens.begin() + end);
+  }
+  return out;
+}
+
 }  // namespace neat::titans::testing
