@@ -133,9 +133,9 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
   // bits per byte of z' = 1 + s (z_k - 1) among those tried (s = 0 is the base LM).
   auto scaled_options = options({"en", "c"}, "scaled");
   scaled_options.expert_scales = {0.0, 1.0, 1.5};
-  const auto scaled = t2::merge_experts(
-      scaled_options, {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"}, progress,
-      "test scales", "");
+  const auto scaled =
+      t2::merge_experts(scaled_options, {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"},
+                        progress, "test scales", "");
   const auto sc = t2::ExpertSet::load(dir_ / "scaled" / "experts.ckpt");
   for (std::size_t d = 0; d < 2; ++d) {
     const auto& record = scaled["expert_scales"][sc.domains[d]];

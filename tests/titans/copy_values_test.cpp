@@ -123,9 +123,12 @@ TEST(TitansCopyValues, InjectionWithReadoutNormGradientMatchesFiniteDifferences)
     inj.w_o = in[0], inj.w_g = in[1], inj.b_g = in[2], inj.w_off = in[3], inj.r_gain = in[4];
     return weighted_sum(inj.inject(in[5], in[6], &offsets));
   };
-  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5), random({6, 6}, rng, 0.5),
-                                       random({6}, rng, 0.5),    random({4, 18}, rng, 0.5),
-                                       random({4}, rng, 1.0),    x0,
+  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5),
+                                       random({6, 6}, rng, 0.5),
+                                       random({6}, rng, 0.5),
+                                       random({4, 18}, rng, 0.5),
+                                       random({4}, rng, 1.0),
+                                       x0,
                                        r0};
   EXPECT_LT(gradient_relative_error(f, inputs), 1e-6);
   // A readout scaled by 10 injects the same term (up to the epsilon); gamma = 0 injects nothing.

@@ -99,8 +99,8 @@ TEST(TitansNgramKeys, FeaturesMatchExactlyWhenTheContextMatchesAndAreNearlyOrtho
   std::vector<float> h(512);
   EXPECT_THROW(k.features(text, 0, 400, h.data()), std::invalid_argument);
   EXPECT_THROW(k.features(text, 10, 30, h.data()), std::invalid_argument);
-  EXPECT_NO_THROW(k.features(std::vector<std::int32_t>(text.begin() + 10, text.end()), 10, 40,
-                             h.data()));
+  EXPECT_NO_THROW(
+      k.features(std::vector<std::int32_t>(text.begin() + 10, text.end()), 10, 40, h.data()));
   EXPECT_EQ(h, features(k, text, 40));
   EXPECT_THROW(keys_of({3, 6}, 5).validate(), std::invalid_argument);  // dim not a multiple
   EXPECT_THROW(keys_of({0}, 4).validate(), std::invalid_argument);
@@ -139,7 +139,8 @@ TEST(TitansNgramKeys, ReadoutNeverDependsOnATokenAfterItsPatchStart) {
   const Doc d = random_doc(30, 7, rng);
   const auto P = static_cast<std::int64_t>(d.starts.size());
   const Tensord latents = random({P, 3}, rng, 1.0);
-  for (const titans::ByteValues<double>* v : {&values, (const titans::ByteValues<double>*)nullptr}) {
+  for (const titans::ByteValues<double>* v :
+       {&values, (const titans::ByteValues<double>*)nullptr}) {
     const auto base = keyed_readouts(memory, k, v, latents, d).to_vector();
     bool some_changed = false;
     for (std::size_t t = 1; t < d.tokens.size(); ++t) {
@@ -172,7 +173,8 @@ TEST(TitansNgramKeys, StreamInSlicesRestoredFromItsSnapshotsEqualsTheWholeDocume
   const Doc d = random_doc(45, 9, rng);
   const auto P = static_cast<std::int64_t>(d.starts.size());
   const Tensord latents = random({P, 3}, rng, 2.0);
-  for (const titans::ByteValues<double>* v : {&values, (const titans::ByteValues<double>*)nullptr}) {
+  for (const titans::ByteValues<double>* v :
+       {&values, (const titans::ByteValues<double>*)nullptr}) {
     const auto whole = keyed_readouts(memory, k, v, latents, d).to_vector();
     for (const std::vector<std::int64_t>& slices :
          {std::vector<std::int64_t>{P}, {1, P - 1}, {4, 3, 9, P - 16}, {2, 1, 1, 5, P - 9}}) {
@@ -209,13 +211,12 @@ TEST(TitansNgramKeys, StreamInSlicesRestoredFromItsSnapshotsEqualsTheWholeDocume
   // implies, is refused.
   EXPECT_THROW(stream.restore(stream.state(), 0, 0, Tensord(), {}, {1, 2, 3, 4, 5}, 9),
                std::invalid_argument);
-  EXPECT_THROW(stream.restore(stream.state(), 0, 0, Tensord(), {}, {1}, 9),
-               std::invalid_argument);
+  EXPECT_THROW(stream.restore(stream.state(), 0, 0, Tensord(), {}, {1}, 9), std::invalid_argument);
 }
 
 TEST(TitansNgramKeys, IdentityInitialisedKeysRecallTheAssociationsOfAnEarlierCopy) {
-  // Keys and queries = the n-gram features (W_K = W_Q = [0 ; I]), an empty linear memory of width 256,
-  // theta = 0.1, no momentum or forgetting: after one copy of a random text (about 300
+  // Keys and queries = the n-gram features (W_K = W_Q = [0 ; I]), an empty linear memory of width
+  // 256, theta = 0.1, no momentum or forgetting: after one copy of a random text (about 300
   // associations), the second copy reads back the value written after the same context.
   std::mt19937_64 rng(31);
   const std::int64_t C = 8, D = 256, n = 600;

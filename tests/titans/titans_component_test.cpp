@@ -469,7 +469,8 @@ TEST(TitansComponent, MagNgramKeysReadLatentsOfTheirWidthAndTheHistoryTravelsInS
   std::mt19937_64 rng(9);
   const std::int64_t na = mc.chunk + 9, nb = 2 * mc.chunk;
   const auto a = random_latents(na, rng), b = random_latents(nb, rng);  // kIn wide
-  std::vector<std::uint32_t> la(static_cast<std::size_t>(na), 1), lb(static_cast<std::size_t>(nb), 2);
+  std::vector<std::uint32_t> la(static_cast<std::size_t>(na), 1),
+      lb(static_cast<std::size_t>(nb), 2);
   std::vector<std::int32_t> ta, tb;
   for (std::int64_t i = 0; i < na; ++i) ta.push_back(static_cast<std::int32_t>(rng() % 256));
   for (std::int64_t i = 0; i < 2 * nb; ++i) tb.push_back(static_cast<std::int32_t>(rng() % 256));

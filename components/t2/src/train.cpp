@@ -3,11 +3,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <limits>
 #include <cmath>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <ostream>

@@ -325,13 +325,13 @@ void NgramKeys::features(const std::vector<std::int32_t>& tokens, std::int64_t o
     if (from < offset) {
       throw std::invalid_argument("titans n-gram keys: the " + std::to_string(n) +
                                   "-gram ending at position " + std::to_string(end) +
-                                  " needs position " + std::to_string(from) +
-                                  ", tokens start at " + std::to_string(offset));
+                                  " needs position " + std::to_string(from) + ", tokens start at " +
+                                  std::to_string(offset));
     }
     std::uint64_t h = splitmix64(0x6E6772616D6B6579ULL ^ static_cast<std::uint64_t>(n));
     for (std::int64_t i = from; i <= end; ++i)
-      h = splitmix64(h ^ static_cast<std::uint64_t>(
-                             static_cast<std::uint32_t>(tokens[static_cast<std::size_t>(i - offset)])));
+      h = splitmix64(h ^ static_cast<std::uint64_t>(static_cast<std::uint32_t>(
+                             tokens[static_cast<std::size_t>(i - offset)])));
     h = splitmix64(h ^ static_cast<std::uint64_t>(end - from + 1));  // truncated at the start
     float* o = out + b * block;
     std::uint64_t bits = 0;
@@ -342,6 +342,27 @@ void NgramKeys::features(const std::vector<std::int32_t>& tokens, std::int64_t o
   }
 }
 
+namespace {
+
+// [unit_rows(latents) ; h(end_p)] for the patch ends `ends` (absolute positions), the tokens
+// given from position `offset` on: the memory input of n-gram keys (key_inputs, MagStream).
+template <typename T>
+Tensor<T> with_ngram_features(const NgramKeys& keys, const Tensor<T>& latents,
+                              const std::vector<std::int32_t>& tokens, std::int64_t offset,
+                              const std::vector<std::int64_t>& ends) {
+  const auto n = static_cast<std::int64_t>(ends.size());
+  std::vector<T> h(static_cast<std::size_t>(n * keys.dim));
+  std::vector<float> row(static_cast<std::size_t>(keys.dim));
+  for (std::int64_t p = 0; p < n; ++p) {
+    keys.features(tokens, offset, ends[static_cast<std::size_t>(p)], row.data());
+    std::copy(row.begin(), row.end(), h.begin() + p * keys.dim);
+  }
+  return nn::concat(
+      std::vector<Tensor<T>>{unit_rows(latents), Tensor<T>::from_vector({n, keys.dim}, h)}, 1);
+}
+
+}  // namespace
+
 template <typename T>
 Tensor<T> key_inputs(const NgramKeys& keys, const Tensor<T>& latents,
                      const std::vector<std::int32_t>& tokens,
@@ -349,19 +370,16 @@ Tensor<T> key_inputs(const NgramKeys& keys, const Tensor<T>& latents,
   if (!keys.defined()) return latents;
   const auto P = static_cast<std::int64_t>(patch_starts.size());
   if (latents.dim() != 2 || latents.size(0) != P || P < 1) {
-    throw std::invalid_argument("titans mag: " + std::to_string(P) +
-                                " patch starts for latents " + nn::shape_string(latents.shape()));
+    throw std::invalid_argument("titans mag: " + std::to_string(P) + " patch starts for latents " +
+                                nn::shape_string(latents.shape()));
   }
-  std::vector<T> h(static_cast<std::size_t>(P * keys.dim));
-  std::vector<float> row(static_cast<std::size_t>(keys.dim));
+  std::vector<std::int64_t> ends(static_cast<std::size_t>(P));
   for (std::int64_t p = 0; p < P; ++p) {
-    const std::int64_t end = p + 1 < P ? patch_starts[static_cast<std::size_t>(p + 1)] - 1
-                                       : static_cast<std::int64_t>(tokens.size()) - 1;
-    keys.features(tokens, 0, end, row.data());
-    std::copy(row.begin(), row.end(), h.begin() + p * keys.dim);
+    ends[static_cast<std::size_t>(p)] = p + 1 < P
+                                            ? patch_starts[static_cast<std::size_t>(p + 1)] - 1
+                                            : static_cast<std::int64_t>(tokens.size()) - 1;
   }
-  return nn::concat(
-      std::vector<Tensor<T>>{unit_rows(latents), Tensor<T>::from_vector({P, keys.dim}, h)}, 1);
+  return with_ngram_features(keys, latents, tokens, 0, ends);
 }
 
 template <typename T>
@@ -390,10 +408,9 @@ template <typename T>
 Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const WritePolicy& policy,
                              std::vector<ChunkRecord>* records) {
   if (values_ || keys_) {
-    throw std::invalid_argument(
-        std::string("titans mag stream: this MAG model ") +
-        (values_ ? "writes byte values" : "keys its memory by n-grams") +
-        "; push the slice's patch lengths and tokens with its latents");
+    throw std::invalid_argument(std::string("titans mag stream: this MAG model ") +
+                                (values_ ? "writes byte values" : "keys its memory by n-grams") +
+                                "; push the slice's patch lengths and tokens with its latents");
   }
   return push_impl(latents, {}, policy, records);
 }
@@ -446,19 +463,14 @@ Tensor<T> MagStream<T>::push(const Tensor<T>& latents, const std::vector<std::ui
   std::vector<std::int32_t> buffer = history_;
   buffer.insert(buffer.end(), tokens.begin(), tokens.end());
   const std::int64_t offset = position_ - static_cast<std::int64_t>(history_.size());
-  std::vector<T> h(static_cast<std::size_t>(n * keys_->dim));
-  std::vector<float> row(static_cast<std::size_t>(keys_->dim));
+  std::vector<std::int64_t> ends(static_cast<std::size_t>(n));
   std::int64_t end = position_ - 1;
-  for (std::int64_t p = 0; p < n; ++p) {
-    end += lengths[static_cast<std::size_t>(p)];
-    keys_->features(buffer, offset, end, row.data());
-    std::copy(row.begin(), row.end(), h.begin() + p * keys_->dim);
-  }
-  const Tensor<T> inputs = nn::concat(
-      std::vector<Tensor<T>>{unit_rows(latents), Tensor<T>::from_vector({n, keys_->dim}, h)}, 1);
-  Tensor<T> out = push_impl(inputs, values_ ? std::move(per_patch)
-                                            : std::vector<std::vector<std::int32_t>>{},
-                            policy, records);
+  for (std::int64_t p = 0; p < n; ++p)
+    ends[static_cast<std::size_t>(p)] = end += lengths[static_cast<std::size_t>(p)];
+  const Tensor<T> inputs = with_ngram_features(*keys_, latents, buffer, offset, ends);
+  Tensor<T> out =
+      push_impl(inputs, values_ ? std::move(per_patch) : std::vector<std::vector<std::int32_t>>{},
+                policy, records);
   const auto keep = static_cast<std::size_t>(keys_->longest() - 1);
   if (buffer.size() > keep)
     buffer.erase(buffer.begin(), buffer.end() - static_cast<std::ptrdiff_t>(keep));
@@ -689,8 +701,7 @@ nn::CheckpointTensor to_checkpoint(const std::string& name, const Tensor<float>&
 
 }  // namespace
 
-void save_mag_model(const std::filesystem::path& path, const MagModel& model,
-                    nn::DType storage) {
+void save_mag_model(const std::filesystem::path& path, const MagModel& model, nn::DType storage) {
   if (!model.memory) throw std::invalid_argument("titans mag: save_mag_model without a memory");
   if (storage != nn::DType::f32 && storage != nn::DType::bf16)
     throw std::invalid_argument("titans mag: save_mag_model stores f32 or bf16 only");
@@ -763,9 +774,8 @@ MagModel load_mag_model(const std::filesystem::path& path) {
       model.keys.dim = config.at("keys").at("dim");
       model.keys.validate();
       if (model.keys.dim >= m.input_dim) {
-        throw std::runtime_error(where + "n-gram keys of width " +
-                                 std::to_string(model.keys.dim) + " leave no latent in input_dim " +
-                                 std::to_string(m.input_dim));
+        throw std::runtime_error(where + "n-gram keys of width " + std::to_string(model.keys.dim) +
+                                 " leave no latent in input_dim " + std::to_string(m.input_dim));
       }
     }
     std::map<std::string, const nn::CheckpointTensor*> by_name;

@@ -33,7 +33,8 @@ config::Schema TitansComponent::schema() {
       .optional("prioritization_window", Schema::integer(1, 1 << 20).default_value("64"),
                 "recent chunks whose surprise defines the skip threshold")
       .optional("model", Schema::string().default_value(""),
-                "trained MAG model (`neat train titans`, models/titans/mag_ngram.ckpt or mag.ckpt): memory "
+                "trained MAG model (`neat train titans`, models/titans/mag_ngram.ckpt or "
+                "mag.ckpt): memory "
                 "parameters and shape from the file (the shape keys below are then unused), "
                 "readout of the previous patch's latent for blt_predict's injection (\"\": a "
                 "memory initialised from `seed`, readout of each patch's own query)")
@@ -127,10 +128,9 @@ void TitansComponent::configure(const YAML::Node& config, components::Context& c
         std::vector<float> y =
             process(ctx, p.doc_id, p.last, latents->to_vector<float>(), n, p.lengths, p.tokens);
         blt::Readout r{p.doc_id, p.first_patch, static_cast<std::uint64_t>(n), p.last, p.starts};
-        bus::publish(
-            ctx.node(), output_, r,
-            {bus::TensorOut::from_vector("readout", bus::DType::f32, {n, memory_->config().dim},
-                                         std::move(y))});
+        bus::publish(ctx.node(), output_, r,
+                     {bus::TensorOut::from_vector("readout", bus::DType::f32,
+                                                  {n, memory_->config().dim}, std::move(y))});
         if (p.last) bus::publish(ctx.node(), stats_topic_, current_stats());
       });
   bus::subscribe<components::EndOfStream>(

@@ -198,7 +198,8 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
       // Keys and queries start as the n-gram features themselves (W = [0 ; I]): identical
       // contexts address the same association, distinct ones nearly orthogonal directions.
       std::vector<float> w(static_cast<std::size_t>(mc.input_dim * mc.dim), 0.0f);
-      for (std::int64_t i = 0; i < mc.dim; ++i) w[static_cast<std::size_t>((lc.dim + i) * mc.dim + i)] = 1;
+      for (std::int64_t i = 0; i < mc.dim; ++i)
+        w[static_cast<std::size_t>((lc.dim + i) * mc.dim + i)] = 1;
       fresh.w_k = Tensor<float>::from_vector({mc.input_dim, mc.dim}, w, true);
       fresh.w_q = Tensor<float>::from_vector({mc.input_dim, mc.dim}, w, true);
       // A linear memory starts empty (M_0 = 0): a random M_0 q of norm ~1 would drown the
@@ -264,10 +265,9 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
         throw std::invalid_argument("titans train: init " + o.init_model.string() +
                                     " has byte values of other offsets or vocabulary");
       }
-      model.values = init.values.defined()
-                         ? init.values
-                         : ByteValues<float>::init(o.offsets, lc.vocab_size, mc.input_dim,
-                                                   o.seed + 2);
+      model.values = init.values.defined() ? init.values
+                                           : ByteValues<float>::init(o.offsets, lc.vocab_size,
+                                                                     mc.input_dim, o.seed + 2);
       model.values.table = leaf(model.values.table);
     } else if (init.values.defined()) {
       throw std::invalid_argument("titans train: init " + o.init_model.string() +
@@ -396,7 +396,8 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
              << dv << " |dW_Q| " << dq << " |dW_o| " << dwo << " " << std::setprecision(1) << secs
              << " s\n";
     schedule.advance();
-    if ((step + 1) % 25 == 0) save_mag_model(o.out_dir / "mag.ckpt", model, storage);  // progress so far
+    if ((step + 1) % 25 == 0)
+      save_mag_model(o.out_dir / "mag.ckpt", model, storage);  // progress so far
     summary["final_dW_K"] = dk;
     summary["final_dW_V"] = dv;
     summary["final_dW_Q"] = dq;
