@@ -3,7 +3,10 @@
 // random token documents cut into short patches (copy values, n-gram keys).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -55,6 +58,34 @@ inline Slice slice_of(const Doc& d, std::int64_t total, std::int64_t at, std::in
     out.tokens.insert(out.tokens.end(), d.tokens.begin() + s, d.tokens.begin() + end);
   }
   return out;
+}
+
+// Causality of readouts over tokens: for every token t >= 1 of d changed to (t + 1) % vocab,
+// every readout row p (width `dim`) with start(p) < t must stay bit-identical (row p may use
+// tokens up to start(p) only); returns whether some later row changed at all (the tokens do
+// reach the readouts).
+inline bool rows_before_each_token_unchanged(
+    const Doc& d, std::int64_t vocab, std::int64_t dim,
+    const std::function<std::vector<double>(const Doc&)>& readouts) {
+  const auto P = static_cast<std::int64_t>(d.starts.size());
+  const auto base = readouts(d);
+  bool some_changed = false;
+  for (std::size_t t = 1; t < d.tokens.size(); ++t) {
+    Doc changed = d;
+    changed.tokens[t] = static_cast<std::int32_t>((changed.tokens[t] + 1) % vocab);
+    const auto r = readouts(changed);
+    for (std::int64_t p = 0; p < P; ++p) {
+      for (std::int64_t c = 0; c < dim; ++c) {
+        const auto i = static_cast<std::size_t>(p * dim + c);
+        if (d.starts[static_cast<std::size_t>(p)] < static_cast<std::int64_t>(t)) {
+          EXPECT_EQ(r[i], base[i]) << "token " << t << " reached the readout of patch " << p;
+        } else if (r[i] != base[i]) {
+          some_changed = true;
+        }
+      }
+    }
+  }
+  return some_changed;
 }
 
 }  // namespace neat::titans::testing
