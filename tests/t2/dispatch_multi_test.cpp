@@ -200,6 +200,41 @@ TEST(Cem, IdentityComponentFindsAPartialAdaptation) {
   EXPECT_NEAR(r.identity_weight + r.alpha[0] + r.alpha[1], 1.0, 1e-12);
 }
 
+TEST(Cem, RealWeightsFromAnExpertFindAnExtrapolationOutsideTheSimplex) {
+  // dispatch.refine's search: α = θ (no simplex), started at expert a (e_a). The best z' lies
+  // beyond expert a and away from b: α* = (1.3, -0.2), z' = 1 + 1.3 (z_a - 1) - 0.2 (z_b - 1).
+  t2::ExpertSet set;
+  set.domains = {"a", "b"};
+  set.experts = {t2::ExpertVector{std::vector<float>{2.0f, 0.0f, 1.5f, 0.2f, 2.5f, 1.0f}},
+                 t2::ExpertVector{std::vector<float>{0.3f, 1.4f, 0.6f, 2.2f, 0.1f, 3.0f}}};
+  const auto target = set.mix({1.3, -0.2})[0];
+  const auto objective = [&](const std::vector<double>& alpha) {
+    const auto z = set.mix(alpha);
+    double d = 0.0;
+    for (std::size_t i = 0; i < target.size(); ++i)
+      d += (z[0][i] - target[i]) * (z[0][i] - target[i]);
+    return -d;
+  };
+  t2::CemOptions o;
+  o.simplex = false;
+  o.initial_mean = {1.0, 0.0};
+  o.initial_std = 0.1;
+  const auto r = t2::cem_search(2, objective, o);
+  EXPECT_NEAR(r.alpha[0], 1.3, 0.02);
+  EXPECT_NEAR(r.alpha[1], -0.2, 0.02);
+  EXPECT_EQ(r.identity_weight, 0.0);
+  // The start is the first sample: one iteration never returns something scoring below it.
+  o.iterations = 1;
+  const auto one = t2::cem_search(2, objective, o);
+  EXPECT_GE(one.best_score, objective({1.0, 0.0}));
+  // Refused: an initial mean of the wrong length, real weights with the identity component.
+  o.initial_mean = {1.0};
+  EXPECT_THROW(t2::cem_search(2, objective, o), std::invalid_argument);
+  o.initial_mean = {1.0, 0.0};
+  o.identity_component = true;
+  EXPECT_THROW(t2::cem_search(2, objective, o), std::invalid_argument);
+}
+
 TEST(ExpertsFile, VersionTwoRoundTripsPrototypesAndTransform) {
   const auto d = two_cluster_data(13);
   t2::ExpertSet set;

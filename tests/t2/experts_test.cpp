@@ -83,12 +83,21 @@ TEST_F(ShippedLM, AllMatricesAddTheAttentionProjectionsAndZOfOneChangesOnlyItsMa
   EXPECT_EQ(t2::adapted_matrix_names(*model_, t2::MatrixSet::kMlp), t2::mlp_matrix_names(*model_));
   EXPECT_EQ(&t2::adapted_linear(*model_, "blocks.2.attn.wk.weight"), &model_->blocks[2]->attn.wk);
   EXPECT_EQ(&t2::adapted_linear(*model_, "blocks.1.mlp.up.weight"), &model_->blocks[1]->mlp.up);
-  for (const char* bad : {"lm_head.weight", "blocks.4.mlp.up.weight", "blocks.x.attn.wq.weight",
-                          "blocks.0.attn.wq.bias", "blocks..mlp.up.weight"}) {
+  for (const char* bad :
+       {"lm_head.bias", "tok_emb.weight", "blocks.4.mlp.up.weight", "blocks.x.attn.wq.weight",
+        "blocks.0.attn.wq.bias", "blocks..mlp.up.weight"}) {
     EXPECT_THROW(t2::adapted_linear(*model_, bad), std::invalid_argument) << bad;
   }
   EXPECT_EQ(t2::parse_matrix_set("all"), t2::MatrixSet::kAll);
   EXPECT_THROW(t2::parse_matrix_set("attention"), std::invalid_argument);
+  // all+head: the same 24 and the output projection last.
+  const auto with_head = t2::adapted_matrix_names(*model_, t2::MatrixSet::kAllHead);
+  ASSERT_EQ(with_head.size(), 25u);
+  EXPECT_TRUE(std::equal(names.begin(), names.end(), with_head.begin()));
+  EXPECT_EQ(with_head.back(), "lm_head.weight");
+  EXPECT_EQ(&t2::adapted_linear(*model_, "lm_head.weight"), &model_->lm_head);
+  EXPECT_EQ(t2::parse_matrix_set("all+head"), t2::MatrixSet::kAllHead);
+  EXPECT_STREQ(t2::matrix_set_name(t2::MatrixSet::kAllHead), "all+head");
 
   const auto all = t2::ModelFactors::decompose(*model_, {}, names);
   ASSERT_EQ(all.names, names);
@@ -115,6 +124,53 @@ TEST_F(ShippedLM, AllMatricesAddTheAttentionProjectionsAndZOfOneChangesOnlyItsMa
       EXPECT_LT(relative_error(before, after), 1e-6) << names[m];
     }
   }
+}
+
+TEST_F(ShippedLM, LiftedExpertsKeepTheirZAndGetOneForTheAddedMatrices) {
+  // Experts over the MLP matrices lifted to all+head compose the same weights: z = 1 for the
+  // attention projections and lm_head, their own z elsewhere.
+  const auto experts = two_experts();
+  const auto target = t2::ModelFactors::decompose(
+      *model_, {}, t2::adapted_matrix_names(*model_, t2::MatrixSet::kAllHead));
+  const auto lifted = experts.lifted_to(target);
+  lifted.check_compatible(target);
+  ASSERT_EQ(lifted.experts.size(), experts.experts.size());
+  EXPECT_EQ(lifted.domains, experts.domains);
+  for (std::size_t d = 0; d < experts.experts.size(); ++d) {
+    for (std::size_t t = 0; t < target.names.size(); ++t) {
+      const auto it = std::find(experts.matrices.begin(), experts.matrices.end(), target.names[t]);
+      if (it == experts.matrices.end()) {
+        EXPECT_EQ(lifted.experts[d][t],
+                  std::vector<float>(static_cast<std::size_t>(target.ranks()[t]), 1.0f))
+            << target.names[t];
+      } else {
+        EXPECT_EQ(lifted.experts[d][t], experts.experts[d][it - experts.matrices.begin()]);
+      }
+    }
+  }
+  auto copy = t2::copy_model(*model_);
+  t2::apply_weights(target, t2::compose_all(target, lifted.experts[1]), *copy);
+  auto reference = t2::copy_model(*model_);
+  t2::apply_weights(*factors_, t2::compose_all(*factors_, experts.experts[1]), *reference);
+  for (const auto& name : target.names) {
+    EXPECT_LT(relative_error(t2::adapted_linear(*reference, name).weight.contiguous().to_vector(),
+                             t2::adapted_linear(*copy, name).weight.contiguous().to_vector()),
+              1e-6)
+        << name;
+  }
+  // Lifting to fewer matrices, or to factors of another rank, is refused by name.
+  const auto attention_only = t2::ModelFactors::decompose(*model_, {}, {"blocks.0.attn.wq.weight"});
+  try {
+    experts.lifted_to(attention_only);
+    FAIL() << "lifted to factors without the experts' matrices";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("adapt 'blocks.0.mlp.up.weight'"), std::string::npos)
+        << e.what();
+  }
+  t2::SvdOptions truncated_options;
+  truncated_options.energy_fraction = 0.5;
+  const auto truncated = t2::ModelFactors::decompose(*model_, truncated_options, experts.matrices);
+  EXPECT_THROW(experts.lifted_to(truncated), std::invalid_argument);
 }
 
 TEST_F(ShippedLM, ApplyAdaptationComposesThroughTheCacheIntoACopy) {

@@ -148,6 +148,39 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
     EXPECT_EQ(record["val_bits_per_byte"][std::to_string(chosen)].get<double>(), best);
     EXPECT_EQ(record["val_bits_per_byte"].size(), 3u);
   }
+  // dispatch.refine: each listed domain's alpha from a CEM over real weights started at e_k,
+  // kept only below the start's validation bits per byte; a domain without an expert is refused.
+  auto refine_options = options({"en", "c"}, "refined");
+  refine_options.refine_domains = {"c"};
+  refine_options.refine_cem.population = 4;
+  refine_options.refine_cem.iterations = 2;
+  const auto refined =
+      t2::merge_experts(refine_options, {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"},
+                        progress, "test refine", "");
+  const auto rf = t2::ExpertSet::load(dir_ / "refined" / "experts.ckpt");
+  const auto& rec = refined["refine"]["c"];
+  EXPECT_EQ(rec["start_alpha"], (std::vector<double>{0.0, 1.0}));
+  EXPECT_EQ(rec["cem_evaluations"], 8);
+  EXPECT_LE(rec["val_bits_per_byte"].get<double>(), rec["val_bits_per_byte_start"].get<double>());
+  const auto rec_alpha = rec["alpha"].get<std::vector<double>>();  // the file keeps f32
+  ASSERT_EQ(rf.classes[1].alpha.size(), 2u);
+  for (std::size_t k = 0; k < 2; ++k) EXPECT_NEAR(rf.classes[1].alpha[k], rec_alpha[k], 1e-6);
+  if (rec["val_bits_per_byte"].get<double>() == rec["val_bits_per_byte_start"].get<double>())
+    EXPECT_EQ(rf.classes[1].alpha, (std::vector<double>{0.0, 1.0}));
+  else
+    EXPECT_NE(rf.classes[1].alpha, (std::vector<double>{0.0, 1.0}));
+  EXPECT_EQ(rf.classes[0].alpha, (std::vector<double>{1.0, 0.0}));  // en not listed
+  EXPECT_FALSE(refined["refine"].contains("en"));
+  auto refine_unknown = options({"en", "c"}, "refined-bad");
+  refine_unknown.refine_domains = {"es"};
+  try {
+    t2::merge_experts(refine_unknown, {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"},
+                      progress, "", "");
+    FAIL() << "a domain without an expert was refined";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("refine: 'es' is not an expert domain"), std::string::npos)
+        << e.what();
+  }
   try {
     t2::merge_experts(options({"en", "c"}, "missing"), {dir_ / "a" / "experts.ckpt"}, progress, "",
                       "");
@@ -177,6 +210,79 @@ TEST_F(TrainMerge, ExpertsOfTwoRunsMergeIntoOneSetWithTheDispatch) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST_F(TrainMerge, ExpertsOverAllMatricesContinueAndMergeOverAllPlusHead) {
+  // A domain continued with lm_head adapted as well (init from an "all" run: its z, and 1 for
+  // lm_head), then merged with an "all" part into an all+head file: the "all" expert gets z = 1
+  // for lm_head and keeps its other z exactly.
+  std::ostringstream progress;
+  t2::train_experts(options({"en"}, "a"), progress, "test a", "");
+  t2::train_experts(options({"c"}, "b"), progress, "test b", "");
+  auto o = options({"c"}, "b-head");
+  o.matrices = t2::MatrixSet::kAllHead;
+  o.init = dir_ / "b" / "experts.ckpt";
+  t2::train_experts(o, progress, "test b head", "");
+  const auto a = t2::ExpertSet::load(dir_ / "a" / "experts.ckpt");
+  const auto bh = t2::ExpertSet::load(dir_ / "b-head" / "experts.ckpt");
+  ASSERT_EQ(bh.matrices.size(), 25u);
+  EXPECT_EQ(bh.matrices.back(), "lm_head.weight");
+  double head_moved = 0.0;
+  for (float x : bh.experts.at(0).back()) head_moved = std::max(head_moved, std::abs(x - 1.0));
+  EXPECT_GT(head_moved, 1e-4);  // the two steps trained lm_head's singular values too
+
+  auto merge = options({"en", "c"}, "m-head");
+  merge.matrices = t2::MatrixSet::kAllHead;
+  t2::merge_experts(merge, {dir_ / "a" / "experts.ckpt", dir_ / "b-head" / "experts.ckpt"},
+                    progress, "test merge head", "");
+  const auto m = t2::ExpertSet::load(dir_ / "m-head" / "experts.ckpt");
+  EXPECT_EQ(m.matrices, bh.matrices);
+  ASSERT_EQ(m.experts.size(), 2u);
+  for (std::size_t k = 0; k < 24; ++k) EXPECT_EQ(m.experts[0][k], a.experts[0][k]);
+  EXPECT_EQ(m.experts[0][24], std::vector<float>(m.experts[0][24].size(), 1.0f));
+  EXPECT_EQ(m.experts[1], bh.experts[0]);
+
+  // An all+head part does not fit a merge over "all": refused, naming the file and the matrix.
+  try {
+    t2::merge_experts(options({"en", "c"}, "m-bad"),
+                      {dir_ / "a" / "experts.ckpt", dir_ / "b-head" / "experts.ckpt"}, progress, "",
+                      "");
+    FAIL() << "an all+head part was merged over all";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("b-head/experts.ckpt"), std::string::npos) << what;
+    EXPECT_NE(what.find("'lm_head.weight'"), std::string::npos) << what;
+  }
+}
+
+TEST_F(TrainMerge, AverageLastMakesTheExpertTheMeanOfTheLastIterates) {
+  // A constant learning rate: a 1-step run stops at the 2-step run's first iterate z_1 (same
+  // seed, same windows); averaging the last 2 of 2 steps gives (z_1 + z_2) / 2.
+  std::ostringstream progress;
+  auto o = options({"en"}, "one");
+  o.lr = o.min_lr = 0.01;
+  o.warmup = 0;
+  o.steps = 1;
+  t2::train_experts(o, progress, "test one", "");
+  o.steps = 2;
+  o.out_dir = dir_ / "two";
+  t2::train_experts(o, progress, "test two", "");
+  o.average_last = 1.0;
+  o.out_dir = dir_ / "mean";
+  t2::train_experts(o, progress, "test mean", "");
+  const auto z1 = t2::ExpertSet::load(dir_ / "one" / "experts.ckpt").experts.at(0);
+  const auto z2 = t2::ExpertSet::load(dir_ / "two" / "experts.ckpt").experts.at(0);
+  const auto mean = t2::ExpertSet::load(dir_ / "mean" / "experts.ckpt").experts.at(0);
+  ASSERT_EQ(mean.size(), z1.size());
+  double step_apart = 0.0;
+  for (std::size_t m = 0; m < z1.size(); ++m) {
+    for (std::size_t r = 0; r < z1[m].size(); ++r) {
+      ASSERT_NEAR(mean[m][r], 0.5 * (double(z1[m][r]) + double(z2[m][r])), 1e-6) << m << "," << r;
+      step_apart = std::max(step_apart, std::abs(double(z2[m][r]) - double(z1[m][r])));
+    }
+  }
+  EXPECT_GT(step_apart, 1e-4);  // the two iterates differ: the mean is neither of them
+  EXPECT_NE(progress.str().find("mean z of the last 2 steps"), std::string::npos);
 }
 
 TEST_F(TrainMerge, InitStartsEachDomainFromTheZOfAnEarlierRun) {

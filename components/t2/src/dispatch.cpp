@@ -265,6 +265,11 @@ CemResult cem_search(std::size_t experts,
         "t2: CEM needs population >= 2, elite_ratio in (0, 1], iterations >= 1, "
         "initial_std > 0, min_std >= 0");
   }
+  if (!o.simplex && o.identity_component) {
+    throw std::invalid_argument(
+        "t2: CEM with simplex = false weighs the identity implicitly (1 - sum alpha); "
+        "identity_component must be false");
+  }
   const auto elites = static_cast<std::size_t>(
       std::max<double>(1.0, std::ceil(o.elite_ratio * static_cast<double>(o.population))));
   std::mt19937_64 rng(o.seed);
@@ -273,13 +278,24 @@ CemResult cem_search(std::size_t experts,
   const std::size_t offset = o.identity_component ? 1 : 0;
   const std::size_t dims = experts + offset;
   std::vector<double> mu(dims, 1.0 / static_cast<double>(dims)), sd(dims, o.initial_std);
+  if (!o.initial_mean.empty()) {
+    if (o.initial_mean.size() != dims) {
+      throw std::invalid_argument("t2: CEM initial_mean has " +
+                                  std::to_string(o.initial_mean.size()) + " entries, expected " +
+                                  std::to_string(dims));
+    }
+    mu = o.initial_mean;
+  }
+  const auto weights = [&](const std::vector<double>& theta) {
+    return o.simplex ? alpha_from_theta(theta) : theta;
+  };
   const auto split = [&](const std::vector<double>& full, double& identity) {
     identity = offset ? full[0] : 0.0;
     return std::vector<double>(full.begin() + static_cast<std::ptrdiff_t>(offset), full.end());
   };
   CemResult result;
   result.best_score = -std::numeric_limits<double>::infinity();
-  result.alpha = split(alpha_from_theta(mu), result.identity_weight);
+  result.alpha = split(weights(mu), result.identity_weight);
   std::vector<std::vector<double>> thetas(static_cast<std::size_t>(o.population));
   std::vector<double> scores(thetas.size());
   for (std::int64_t it = 0; it < o.iterations; ++it) {
@@ -294,7 +310,7 @@ CemResult cem_search(std::size_t experts,
           thetas[s][k] = s == 0 ? mu[k] : mu[k] + sd[k] * normal(rng);
       }
       double identity = 0.0;
-      const auto alpha = split(alpha_from_theta(thetas[s]), identity);
+      const auto alpha = split(weights(thetas[s]), identity);
       double f = objective(alpha);
       ++result.evaluations;
       if (std::isnan(f)) f = -std::numeric_limits<double>::infinity();

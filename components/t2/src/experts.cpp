@@ -65,26 +65,42 @@ std::string alpha_key(const std::vector<double>& alpha) {
 
 }  // namespace
 
+namespace {
+constexpr const char* kHeadName = "lm_head.weight";
+}  // namespace
+
 MatrixSet parse_matrix_set(const std::string& name) {
   if (name == "mlp") return MatrixSet::kMlp;
   if (name == "all") return MatrixSet::kAll;
-  throw std::invalid_argument("t2: matrices '" + name + "' (expected mlp or all)");
+  if (name == "all+head") return MatrixSet::kAllHead;
+  throw std::invalid_argument("t2: matrices '" + name + "' (expected mlp, all or all+head)");
 }
 
-const char* matrix_set_name(MatrixSet set) { return set == MatrixSet::kAll ? "all" : "mlp"; }
+const char* matrix_set_name(MatrixSet set) {
+  switch (set) {
+    case MatrixSet::kAll:
+      return "all";
+    case MatrixSet::kAllHead:
+      return "all+head";
+    case MatrixSet::kMlp:
+      break;
+  }
+  return "mlp";
+}
 
 std::vector<std::string> adapted_matrix_names(const nn::TransformerLM<float>& model,
                                               MatrixSet set) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < model.blocks.size(); ++i) {
     const auto block = "blocks." + std::to_string(i);
-    if (set == MatrixSet::kAll) {
+    if (set != MatrixSet::kMlp) {
       for (const char* p : {"wq", "wk", "wv", "wo"})
         names.push_back(block + ".attn." + p + ".weight");
     }
     names.push_back(block + ".mlp.up.weight");
     names.push_back(block + ".mlp.down.weight");
   }
+  if (set == MatrixSet::kAllHead) names.push_back(kHeadName);
   return names;
 }
 
@@ -99,12 +115,13 @@ nn::Linear<float>& adapted_linear(nn::TransformerLM<float>& model, const std::st
 
 const nn::Linear<float>& adapted_linear(const nn::TransformerLM<float>& model,
                                         const std::string& name) {
+  if (name == kHeadName) return model.lm_head;
   // blocks.<i>.<attn|mlp>.<layer>.weight
   const std::string prefix = "blocks.";
   const auto bad = [&] {
     return std::invalid_argument("t2: '" + name +
                                  "' is not an adaptable matrix (blocks.<i>.attn.{wq,wk,wv,wo}."
-                                 "weight or blocks.<i>.mlp.{up,down}.weight)");
+                                 "weight, blocks.<i>.mlp.{up,down}.weight or lm_head.weight)");
   };
   if (name.rfind(prefix, 0) != 0) throw bad();
   const auto dot = name.find('.', prefix.size());
@@ -210,6 +227,37 @@ void ExpertSet::check_compatible(const ModelFactors& factors) const {
         "t2: the experts were trained on other SVD factors (matrix names or ranks differ); "
         "decompose the base model with the experts' settings (energy_fraction 1)");
   }
+}
+
+ExpertSet ExpertSet::lifted_to(const ModelFactors& factors) const {
+  const auto target_ranks = factors.ranks();
+  for (std::size_t m = 0; m < matrices.size(); ++m) {
+    const auto it = std::find(factors.names.begin(), factors.names.end(), matrices[m]);
+    if (it == factors.names.end()) {
+      throw std::invalid_argument("t2: the experts adapt '" + matrices[m] +
+                                  "', which the target matrices do not include");
+    }
+    const auto t = static_cast<std::size_t>(it - factors.names.begin());
+    if (target_ranks[t] != ranks[m]) {
+      throw std::invalid_argument("t2: '" + matrices[m] + "' has rank " + std::to_string(ranks[m]) +
+                                  " in the experts but " + std::to_string(target_ranks[t]) +
+                                  " in the target factors");
+    }
+  }
+  ExpertSet out = *this;
+  out.matrices = factors.names;
+  out.ranks = target_ranks;
+  for (std::size_t d = 0; d < experts.size(); ++d) {
+    ExpertVector z;
+    for (std::size_t t = 0; t < factors.names.size(); ++t) {
+      const auto it = std::find(matrices.begin(), matrices.end(), factors.names[t]);
+      z.push_back(it == matrices.end()
+                      ? std::vector<float>(static_cast<std::size_t>(target_ranks[t]), 1.0f)
+                      : experts[d][static_cast<std::size_t>(it - matrices.begin())]);
+    }
+    out.experts[d] = std::move(z);
+  }
+  return out;
 }
 
 void ExpertSet::save(const std::filesystem::path& file) const {

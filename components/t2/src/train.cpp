@@ -52,9 +52,10 @@ config::Schema T2TrainOptions::schema() {
                     "subspace iterations (Halko et al. q)")
           .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
                     "dtype of U and V")
-          .optional("matrices", Schema::one_of({"mlp", "all"}).default_value("mlp"),
-                    "matrices SVF adapts: mlp (each block's MLP up and down) or all (also the "
-                    "attention projections wq, wk, wv, wo)");
+          .optional("matrices", Schema::one_of({"mlp", "all", "all+head"}).default_value("mlp"),
+                    "matrices SVF adapts: mlp (each block's MLP up and down), all (also the "
+                    "attention projections wq, wk, wv, wo) or all+head (also the output "
+                    "projection lm_head)");
   T2TrainOptions d;  // the documented defaults are the struct's
   auto train =
       Schema::map()
@@ -65,6 +66,9 @@ config::Schema T2TrainOptions::schema() {
   config::add_optimizer_keys(train, {d.lr, d.min_lr, d.warmup, d.weight_decay, d.clip}, 10, " of z")
       .optional("kl_coefficient", Schema::number(0, 1e6).default_value("0.05"),
                 "lambda of CE + lambda KL(adapted || base)")
+      .optional("average_last", Schema::number(0, 1).default_value("0"),
+                "the expert is the mean z over this fraction of the last steps (Polyak-Ruppert "
+                "iterate averaging; 0: the last z)")
       .optional("eval_bytes", Schema::integer(1, 1ll << 40).default_value("16384"),
                 "validation bytes per domain scored before and after")
       .optional("init", Schema::string().default_value(""),
@@ -96,7 +100,23 @@ config::Schema T2TrainOptions::schema() {
                     "z' = 1 + s (z_k - 1), chosen by validation bits per byte (default [1])")
           .optional("fewshot_bytes", Schema::integer(1, 1ll << 30).default_value("512"),
                     "bytes of each few-shot document scored by CEM")
-          .optional("cem", cem, "cross-entropy method");
+          .optional("cem", cem, "cross-entropy method")
+          .optional(
+              "refine",
+              Schema::map()
+                  .optional("domains", Schema::list(Schema::string()),
+                            "expert domains whose alpha --merge refines on the validation split "
+                            "(default none)")
+                  .optional("population", Schema::integer(2, 100000).default_value("12"),
+                            "CEM samples per iteration")
+                  .optional("elite_ratio", Schema::number(1e-6, 1).default_value("0.25"),
+                            "fraction of the population that refits the Gaussian")
+                  .optional("iterations", Schema::integer(1, 100000).default_value("6"),
+                            "CEM iterations")
+                  .optional("initial_std", Schema::number(1e-6, 100).default_value("0.1"),
+                            "initial std around the class's alpha"),
+              "CEM over real alpha = theta started at each listed expert domain's alpha, scored "
+              "by its validation bits per byte (train.eval_bytes)");
   return Schema::map()
       .optional("base_model", Schema::string().default_value("models/blt/byte_lm.bf16.ckpt"),
                 "byte LM checkpoint whose matrices are decomposed")
@@ -132,6 +152,7 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (t["seq_len"]) o.seq_len = t["seq_len"].as<std::int64_t>();
     config::read_optimizer_keys(t, {o.lr, o.min_lr, o.warmup, o.weight_decay, o.clip});
     if (t["kl_coefficient"]) o.kl_coefficient = t["kl_coefficient"].as<double>();
+    if (t["average_last"]) o.average_last = t["average_last"].as<double>();
     if (t["eval_bytes"]) o.eval_bytes = t["eval_bytes"].as<std::uint64_t>();
     if (t["eval_every"]) o.eval_every = t["eval_every"].as<std::int64_t>();
     if (t["init"]) o.init = t["init"].as<std::string>();
@@ -159,8 +180,16 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
       if (c["initial_std"]) o.cem.initial_std = c["initial_std"].as<double>();
       if (c["identity_component"]) o.cem.identity_component = c["identity_component"].as<bool>();
     }
+    if (const auto r = d["refine"]) {
+      if (r["domains"]) o.refine_domains = r["domains"].as<std::vector<std::string>>();
+      if (r["population"]) o.refine_cem.population = r["population"].as<std::int64_t>();
+      if (r["elite_ratio"]) o.refine_cem.elite_ratio = r["elite_ratio"].as<double>();
+      if (r["iterations"]) o.refine_cem.iterations = r["iterations"].as<std::int64_t>();
+      if (r["initial_std"]) o.refine_cem.initial_std = r["initial_std"].as<double>();
+    }
   }
   o.cem.seed = o.seed;
+  o.refine_cem.seed = o.seed;
   o.svd.seed = o.seed;
   return o;
 }
@@ -247,6 +276,13 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
   std::vector<nn::Tensor<float>*> weights;
   for (const auto& name : factors.names) weights.push_back(&adapted_linear(adapted, name).weight);
   DomainRun run;
+  // Iterate averaging over the last `averaged` steps (o.average_last; 0: the last z only).
+  const std::int64_t averaged =
+      o.average_last > 0.0
+          ? std::clamp<std::int64_t>(std::llround(o.average_last * static_cast<double>(o.steps)), 1,
+                                     o.steps)
+          : 0;
+  std::vector<std::vector<double>> z_sum;
   for (std::int64_t step = 0; step < o.steps; ++step) {
     {
       nn::NoGradGuard no_grad;
@@ -283,6 +319,14 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
     opt.set_lr(schedule.lr());
     opt.step();
     schedule.advance();
+    if (step >= o.steps - averaged) {
+      if (z_sum.empty()) z_sum.resize(z.size());
+      for (std::size_t m = 0; m < z.size(); ++m) {
+        const auto v = z[m].to_vector();
+        z_sum[m].resize(v.size(), 0.0);
+        for (std::size_t i = 0; i < v.size(); ++i) z_sum[m][i] += v[i];
+      }
+    }
     run.final_loss = ce.item();
     run.final_kl = kl.item();
     log << domain << ',' << step + 1 << ',' << run.final_loss << ',' << run.final_kl << ',' << norm
@@ -305,7 +349,17 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
                << std::chrono::duration<double>(Clock::now() - start).count() << " s\n";
     }
   }
-  for (const auto& t : z) run.z.push_back(t.to_vector());
+  if (averaged > 0) {
+    for (const auto& sum : z_sum) {
+      std::vector<float> mean(sum.size());
+      for (std::size_t i = 0; i < sum.size(); ++i)
+        mean[i] = static_cast<float>(sum[i] / static_cast<double>(averaged));
+      run.z.push_back(std::move(mean));
+    }
+    progress << "t2 " << domain << ": expert = mean z of the last " << averaged << " steps\n";
+  } else {
+    for (const auto& t : z) run.z.push_back(t.to_vector());
+  }
   for (auto* w : weights) w->zero_grad();
   run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return run;
@@ -523,7 +577,9 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
   const double svd_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::optional<ExpertSet> init;
   if (!o.init.empty()) {
-    init.emplace(ExpertSet::load(o.init));
+    // An init over fewer matrices (e.g. "all" experts continued as "all+head") starts the
+    // others at z = 1.
+    init.emplace(ExpertSet::load(o.init).lifted_to(factors));
     init->check_compatible(factors);
   }
   progress << "t2: decomposed " << factors.factors.size() << " matrices ("
@@ -575,6 +631,57 @@ nlohmann::json train_experts(const T2TrainOptions& o, std::ostream& progress,
                            wall_start, command, config_text, progress);
 }
 
+namespace {
+
+// dispatch.refine: for each listed expert domain, a CEM over real α started at its class's α,
+// scored by the validation bits per byte of z' = mix(α); the class keeps the best α if it scores
+// below the start (the CEM's first sample is the start itself). Returns the record per domain.
+nlohmann::json refine_alphas(const T2TrainOptions& o, const data::Manifest& manifest,
+                             nn::TransformerLM<float>& adapted, const ModelFactors& factors,
+                             ExpertSet& set, std::ostream& progress) {
+  nlohmann::json record = nlohmann::json::object();
+  for (const auto& domain : o.refine_domains) {
+    const auto it = std::find(set.domains.begin(), set.domains.end(), domain);
+    if (it == set.domains.end()) {
+      throw std::runtime_error("t2: dispatch.refine: '" + domain +
+                               "' is not an expert domain of the merge");
+    }
+    const auto d = static_cast<std::size_t>(it - set.domains.begin());
+    const auto t_start = Clock::now();
+    const auto val = split_bytes(manifest, domain, data::Split::kVal);
+    const auto score = [&](const std::vector<double>& a) {
+      apply_weights(factors, compose_all(factors, set.mix(a), kExact), adapted);
+      return blt::bits_per_byte(adapted, val, o.eval_bytes);
+    };
+    auto cem_options = o.refine_cem;
+    const auto start = set.classes[d].alpha;
+    cem_options.initial_mean = start;
+    const double start_bpb = score(start);
+    const auto cem = cem_search(
+        set.domains.size(), [&](const std::vector<double>& a) { return -score(a); }, cem_options);
+    const bool kept = -cem.best_score < start_bpb;
+    if (kept) set.classes[d].alpha = cem.alpha;
+    const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
+    progress << "t2: refine " << domain << ": CEM " << cem.evaluations
+             << " evaluations, val bits/byte " << start_bpb << " -> " << -cem.best_score
+             << (kept ? "" : " (start kept)") << " (" << secs << " s)\n";
+    record[domain] = {{"start_alpha", start},
+                      {"alpha", set.classes[d].alpha},
+                      {"val_bits_per_byte_start", start_bpb},
+                      {"val_bits_per_byte", kept ? -cem.best_score : start_bpb},
+                      {"cem_evaluations", cem.evaluations},
+                      {"cem",
+                       {{"population", cem_options.population},
+                        {"elite_ratio", cem_options.elite_ratio},
+                        {"iterations", cem_options.iterations},
+                        {"initial_std", cem_options.initial_std}}},
+                      {"seconds", secs}};
+  }
+  return record;
+}
+
+}  // namespace
+
 nlohmann::json merge_experts(const T2TrainOptions& o,
                              const std::vector<std::filesystem::path>& parts,
                              std::ostream& progress, const std::string& command,
@@ -584,17 +691,24 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
   nn::set_num_threads(o.threads);
   const auto manifest = data::load_manifest(o.corpus);
   const auto base_sha = file_sha256(o.base_model);
+  // The merged file adapts the config's matrices (decomposition.matrices); a part over a subset
+  // of them is lifted (z = 1 for the matrices it lacks), one over others is refused.
+  auto base = blt::load_byte_lm(o.base_model);
+  auto adapted = copy_model(*base);
+  const auto factors =
+      ModelFactors::decompose(*base, o.svd, adapted_matrix_names(*base, o.matrices));
   ExpertSet set;
+  set.matrices = factors.names;
+  set.ranks = factors.ranks();
   std::vector<ExpertSet> loaded;
   nlohmann::json records = nlohmann::json::array();
   for (const auto& file : parts) {
-    auto part = ExpertSet::load(file);
-    if (loaded.empty()) {
-      set.matrices = part.matrices;
-      set.ranks = part.ranks;
-    } else if (part.matrices != set.matrices || part.ranks != set.ranks) {
-      throw std::runtime_error(file.string() + ": other matrices or ranks than " +
-                               parts.front().string());
+    ExpertSet part;
+    try {
+      part = ExpertSet::load(file).lifted_to(factors);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(file.string() + ": " + e.what() +
+                               " (decomposition.matrices: " + matrix_set_name(o.matrices) + ")");
     }
     const auto sha = part.provenance.value("base_model_sha256", std::string());
     if (sha != base_sha) {
@@ -638,9 +752,6 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
     set.classes.push_back(std::move(cls));
   }
   progress << "t2: merged " << set.domains.size() << " experts from " << parts.size() << " files\n";
-  auto base = blt::load_byte_lm(o.base_model);
-  auto adapted = copy_model(*base);
-  const auto factors = ModelFactors::decompose(*base, o.svd, set.matrices);
   set.check_compatible(factors);
   nlohmann::json prov;
   if (o.expert_scales != std::vector<double>{1.0}) {
@@ -666,6 +777,8 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
     }
     prov["expert_scales"] = std::move(chosen);
   }
+  if (!o.refine_domains.empty())
+    prov["refine"] = refine_alphas(o, manifest, *adapted, factors, set, progress);
   prov["base_model_sha256"] = base_sha;  // hashed once, above
   prov["parts"] = std::move(records);
   prov["domain_sources"] = std::move(sources);

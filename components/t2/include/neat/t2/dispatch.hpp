@@ -91,6 +91,13 @@ struct CemOptions {
   /// the objective and the result see only the expert weights α_1..α_K (sum 1 − α_0), which
   /// ExpertSet::mix() completes with the identity.
   bool identity_component = false;
+  /// Mean of the initial Gaussian over θ; empty: uniform α (1 / dims each). Its length must be
+  /// the number of θ entries (experts, + 1 with identity_component).
+  std::vector<double> initial_mean;
+  /// true: α = alpha_from_theta(θ), a convex combination. false: α = θ as is, any real weights,
+  /// z' = (1 − Σ α)·1 + Σ α_k z_k = 1 + Σ α_k (z_k − 1) (ExpertSet::mix), which can extrapolate
+  /// along an expert's change or subtract another's; needs identity_component = false.
+  bool simplex = true;
 };
 
 struct CemResult {
@@ -105,12 +112,14 @@ struct CemResult {
 /// θ_k ≤ 0), so that z' = Σ α_k z_k is a convex combination of the experts.
 std::vector<double> alpha_from_theta(const std::vector<double>& theta);
 
-/// Maximises objective(α) over α = alpha_from_theta(θ), θ ~ N(μ, diag(s²)) refitted each
-/// iteration to the elite samples (the top ceil(elite_ratio x population)). `experts` = length
-/// of α. With options.identity_component, θ has experts + 1 entries, θ_0 weighs z = 1, and the
-/// objective receives α_1..α_K only (see CemOptions::identity_component). Throws
-/// std::invalid_argument for experts == 0 or options out of range; an objective that returns NaN
-/// for a sample counts as -inf for it.
+/// Maximises objective(α) over α = alpha_from_theta(θ) (or α = θ with options.simplex = false),
+/// θ ~ N(μ, diag(s²)) refitted each iteration to the elite samples (the top ceil(elite_ratio x
+/// population)); the first sample of every iteration is μ itself, so the result never scores
+/// below the initial mean. `experts` = length of α. With options.identity_component, θ has
+/// experts + 1 entries, θ_0 weighs z = 1, and the objective receives α_1..α_K only (see
+/// CemOptions::identity_component). Throws std::invalid_argument for experts == 0, options out
+/// of range, an initial_mean of the wrong length or simplex = false with identity_component; an
+/// objective that returns NaN for a sample counts as -inf for it.
 CemResult cem_search(std::size_t experts,
                      const std::function<double(const std::vector<double>&)>& objective,
                      const CemOptions& options = {});

@@ -32,20 +32,22 @@ namespace neat::t2 {
 /// (dim x mlp_hidden) of every block, the reference implementation's choice. kAll: also the
 /// attention projections blocks.<i>.attn.{wq,wk,wv,wo}.weight (dim x dim) — Sun et al. §3.1
 /// define SVF for any weight matrix; more singular values per expert (6 instead of 2 per block).
-enum class MatrixSet { kMlp, kAll };
-/// "mlp" / "all"; throws std::invalid_argument naming the accepted values otherwise.
+/// kAllHead ("all+head"): kAll and the output projection lm_head.weight (vocab x dim), whose
+/// singular values scale the hidden directions that set the next-token distribution.
+enum class MatrixSet { kMlp, kAll, kAllHead };
+/// "mlp" / "all" / "all+head"; throws std::invalid_argument naming the accepted values otherwise.
 MatrixSet parse_matrix_set(const std::string& name);
 const char* matrix_set_name(MatrixSet set);
 
 /// Parameter names of the matrices of `set`, per block in block order (kAll: wq, wk, wv, wo, up,
-/// down; kMlp: up, down).
+/// down; kMlp: up, down), kAllHead then lm_head.weight last.
 std::vector<std::string> adapted_matrix_names(const nn::TransformerLM<float>& model,
                                               MatrixSet set = MatrixSet::kMlp);
 /// The MLP matrices only: adapted_matrix_names(model, MatrixSet::kMlp).
 std::vector<std::string> mlp_matrix_names(const nn::TransformerLM<float>& model);
-/// The Linear layer whose weight is named `name` (blocks.<i>.attn.{wq,wk,wv,wo}.weight or
-/// blocks.<i>.mlp.{up,down}.weight); throws std::invalid_argument for any other name or a block
-/// index out of range.
+/// The Linear layer whose weight is named `name` (blocks.<i>.attn.{wq,wk,wv,wo}.weight,
+/// blocks.<i>.mlp.{up,down}.weight or lm_head.weight); throws std::invalid_argument for any other
+/// name or a block index out of range.
 nn::Linear<float>& adapted_linear(nn::TransformerLM<float>& model, const std::string& name);
 const nn::Linear<float>& adapted_linear(const nn::TransformerLM<float>& model,
                                         const std::string& name);
@@ -112,6 +114,13 @@ struct ExpertSet {
   std::size_t domain_index(const std::string& domain) const;
   /// Throws std::invalid_argument when the ranks or matrix names differ from `factors`.
   void check_compatible(const ModelFactors& factors) const;
+  /// This set over the matrices of `factors` (a superset of its own): each expert keeps its z of
+  /// the matrices it has and gets z = 1 (the base weights, Sun et al. eq. 1) for the others, so
+  /// that every expert composes the same weights as before. Used to continue training or merge
+  /// experts over more matrices (e.g. "all" experts into an "all+head" file). Throws
+  /// std::invalid_argument naming a matrix of this set that `factors` lacks, or one whose rank
+  /// differs.
+  ExpertSet lifted_to(const ModelFactors& factors) const;
 
   void save(const std::filesystem::path& file) const;
   /// Throws nn::CheckpointError (corrupt file) or std::runtime_error (missing tensor, bad

@@ -30,8 +30,24 @@ struct T2TrainOptions {
   /// domain's class gets alpha = s e_k, i.e. z' = 1 + s (z_k - 1) (s > 1 extrapolates along the
   /// trained change), s chosen by validation bits per byte; {1}: the plain expert.
   std::vector<double> expert_scales = {1.0};
-  std::int64_t fewshot_documents = 5;                 ///< k train documents of a few-shot domain
-  std::uint64_t fewshot_bytes = 512;  ///< bytes of each few-shot document scored by CEM
+  /// Expert domains whose class α is refined by `--merge` (dispatch.refine.domains): a CEM over
+  /// real α (refine_cem.simplex = false), started at the class's α (e_k, or s e_k after
+  /// expert_scales), maximising the log-likelihood of the domain's validation bytes
+  /// (train.eval_bytes) — Sun et al. §3.2's few-shot adaptation with held-out documents as the
+  /// shots, applied to a domain that has an expert. Kept only when it scores below the start.
+  std::vector<std::string> refine_domains;
+  CemOptions refine_cem = [] {
+    CemOptions c;
+    c.population = 12;
+    c.elite_ratio = 0.25;
+    c.iterations = 6;
+    c.initial_std = 0.1;
+    c.simplex = false;
+    c.identity_component = false;
+    return c;
+  }();
+  std::int64_t fewshot_documents = 5;  ///< k train documents of a few-shot domain
+  std::uint64_t fewshot_bytes = 512;   ///< bytes of each few-shot document scored by CEM
   CemOptions cem;  ///< population, elite ratio, iterations, identity component (default on)
   T2TrainOptions() { cem.identity_component = true; }
   SvdOptions svd;                        ///< decomposition (experts need energy_fraction 1)
@@ -39,7 +55,12 @@ struct T2TrainOptions {
   std::int64_t steps = 150, batch = 8, seq_len = 128;
   double lr = 5e-3, min_lr = 5e-4, weight_decay = 0.0, clip = 1.0;
   std::int64_t warmup = 10;
-  double kl_coefficient = 0.05;            ///< λ of L = CE + λ KL(adapted ‖ base)
+  double kl_coefficient = 0.05;  ///< λ of L = CE + λ KL(adapted ‖ base)
+  /// Iterate averaging (`train.average_last`): the expert is the mean of z after each of the last
+  /// round(average_last · steps) steps (at least one) instead of the last z — Polyak–Ruppert
+  /// averaging (Polyak & Juditsky 1992), as in stochastic weight averaging (Izmailov et al. 2018):
+  /// the mean of the noisy iterates around a minimum lies nearer to it. 0: the last z.
+  double average_last = 0.0;
   std::int64_t embedding_positions = 256;  ///< N: BOS + first N − 1 bytes
   std::int64_t prototype_documents = 32;   ///< train documents per prototype (0: all)
   /// k-means prototypes per class tried by the dispatch fit (chosen on the validation split).
