@@ -48,7 +48,8 @@ CommandRunner add_t2_commands(const CommandParents& parents) {
   eval->add_option("--split", e.split, "train, val or test")->capture_default_str();
   eval->add_option("--experts", e.experts, "experts file of neat train t2")->capture_default_str();
   eval->add_option("--model", e.base_model, "base byte LM")->capture_default_str();
-  eval->add_option("--eval-bytes", e.eval_bytes, "bytes per domain scored")->capture_default_str();
+  eval->add_option("--eval-bytes", e.eval_bytes, "bytes per domain scored (0: the whole split)")
+      ->capture_default_str();
   eval->add_option("--positions", e.embedding_positions, "N of the task embedding")
       ->capture_default_str();
   eval->add_option("--temperature", e.temperature, "confidence softmax temperature")

@@ -12,6 +12,7 @@
 #include <random>
 #include <sstream>
 
+#include "neat/blt/byte_lm.hpp"
 #include "neat/data/corpus.hpp"
 #include "neat/t2/train.hpp"
 
@@ -283,6 +284,48 @@ TEST_F(TrainMerge, AverageLastMakesTheExpertTheMeanOfTheLastIterates) {
   }
   EXPECT_GT(step_apart, 1e-4);  // the two iterates differ: the mean is neither of them
   EXPECT_NE(progress.str().find("mean z of the last 2 steps"), std::string::npos);
+}
+
+TEST_F(TrainMerge, EvaluateScoresTheWholeSplitAndJudgesIdentificationOverAllDocuments) {
+  // `neat t2 eval` on the merged experts: by default every byte of the split; the overall
+  // identification accuracy is the target, each class's accuracy is reported beside it.
+  std::ostringstream progress;
+  t2::train_experts(options({"en"}, "a"), progress, "test a", "");
+  t2::train_experts(options({"c"}, "b"), progress, "test b", "");
+  t2::merge_experts(options({"en", "c"}, "m"),
+                    {dir_ / "a" / "experts.ckpt", dir_ / "b" / "experts.ckpt"}, progress, "", "");
+  t2::T2EvalOptions e;
+  e.experts = dir_ / "m" / "experts.ckpt";
+  e.base_model = std::string(NEAT_SOURCE_DIR) + "/models/blt/byte_lm.bf16.ckpt";
+  e.corpus = dir_ / "corpus";
+  e.split = "val";
+  e.embedding_positions = 32;
+  ASSERT_EQ(e.eval_bytes, 0u);  // the whole split by default
+  const auto whole = t2::evaluate(e, progress);
+  const auto manifest = data::load_manifest(dir_ / "corpus");
+  const auto base = blt::load_byte_lm(e.base_model);
+  bool every_bpb = true;
+  for (const std::string domain : {"en", "c"}) {
+    std::vector<std::vector<std::uint8_t>> docs;
+    for (auto& d : data::load_split(manifest, domain, data::Split::kVal))
+      docs.push_back(std::move(d.bytes));
+    const auto& r = whole["domains"][domain];
+    EXPECT_EQ(r["documents"], docs.size());
+    EXPECT_DOUBLE_EQ(r["bits_per_byte_base"].get<double>(), blt::bits_per_byte(*base, docs, 0));
+    EXPECT_EQ(r["target_bits_per_byte_met"], r["bits_per_byte_expert"].get<double>() <=
+                                                 0.98 * r["bits_per_byte_base"].get<double>());
+    EXPECT_EQ(r["id_accuracy_at_least_0_95"], r["id_accuracy"].get<double>() >= 0.95);
+    every_bpb = every_bpb && r["target_bits_per_byte_met"].get<bool>();
+  }
+  const double id = whole["id_accuracy_overall"];
+  EXPECT_EQ(whole["target_id_met"], id >= 0.95);
+  EXPECT_EQ(whole["all_targets_met"], every_bpb && id >= 0.95);
+  // A prefix of 256 bytes per domain scores other bytes.
+  e.eval_bytes = 256;
+  const auto prefix = t2::evaluate(e, progress);
+  EXPECT_EQ(prefix["eval_bytes_per_domain"], 256u);
+  EXPECT_NE(prefix["domains"]["en"]["bits_per_byte_base"].get<double>(),
+            whole["domains"]["en"]["bits_per_byte_base"].get<double>());
 }
 
 TEST_F(TrainMerge, InitStartsEachDomainFromTheZOfAnEarlierRun) {

@@ -871,8 +871,7 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
     const double accuracy = docs.empty() ? 0.0 : double(correct) / double(docs.size());
     const double ratio = expert_bpb / base_bpb;
     const bool bpb_met = !o.id_only && (cls.fewshot ? expert_bpb < base_bpb : ratio <= 0.98);
-    const bool id_met = accuracy >= 0.95;
-    all_met = all_met && bpb_met && id_met;
+    all_met = all_met && bpb_met;
     domains[cls.name] = {
         {"fewshot", cls.fewshot},
         {"documents", docs.size()},
@@ -885,11 +884,12 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
         {"identity_weight", 1.0 - std::accumulate(cls.alpha.begin(), cls.alpha.end(), 0.0)},
         {"target_bits_per_byte", cls.fewshot ? "< base" : "<= 0.98 x base"},
         {"target_bits_per_byte_met", bpb_met},
-        {"target_id_met", id_met}};
+        {"id_accuracy_at_least_0_95", accuracy >= 0.95}};
     progress << "t2 eval " << cls.name << ": id " << correct << "/" << docs.size() << ", bits/byte "
              << base_bpb << " -> " << expert_bpb << " (ratio " << ratio << ", "
              << std::chrono::duration<double>(Clock::now() - start).count() << " s)\n";
   }
+  const double id_accuracy = id_total ? double(id_correct) / double(id_total) : 0.0;
   return {
       {"split", o.split},
       {"experts", o.experts.string()},
@@ -902,9 +902,11 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
                             {"centered", !experts.dispatch_transform.mean.empty()}}
            : nlohmann::json{{"prototypes_per_class", 1}, {"centered_on_prototype_mean", o.center}}},
       {"experts_domains", experts.domains},
-      {"id_accuracy_overall", id_total ? double(id_correct) / double(id_total) : 0.0},
+      {"id_accuracy_overall", id_accuracy},
+      {"target_id", ">= 0.95 over all documents"},
+      {"target_id_met", id_accuracy >= 0.95},
       {"domains", domains},
-      {"all_targets_met", all_met}};
+      {"all_targets_met", all_met && id_accuracy >= 0.95}};
 }
 
 }  // namespace neat::t2
