@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "neat/nn/checkpoint.hpp"
@@ -15,6 +16,27 @@
 using namespace neat;
 
 namespace {
+
+// Two experts of one 6-entry matrix, for the CEM tests.
+t2::ExpertSet two_vector_experts() {
+  t2::ExpertSet set;
+  set.domains = {"a", "b"};
+  set.experts = {t2::ExpertVector{std::vector<float>{2.0f, 0.0f, 1.5f, 0.2f, 2.5f, 1.0f}},
+                 t2::ExpertVector{std::vector<float>{0.3f, 1.4f, 0.6f, 2.2f, 0.1f, 3.0f}}};
+  return set;
+}
+
+// -||mix(alpha) - target||^2: maximal (0) where the mixture is the target.
+std::function<double(const std::vector<double>&)> distance_to(const t2::ExpertSet& set,
+                                                              const std::vector<float>& target) {
+  return [&set, target](const std::vector<double>& alpha) {
+    const auto z = set.mix(alpha);
+    double d = 0.0;
+    for (std::size_t i = 0; i < target.size(); ++i)
+      d += (z[0][i] - target[i]) * (z[0][i] - target[i]);
+    return -d;
+  };
+}
 
 // Points around `centre` (unit-ish direction) with isotropic noise of std `noise`.
 std::vector<std::vector<float>> cloud(const std::vector<float>& centre, std::size_t n, double noise,
@@ -179,18 +201,9 @@ TEST(Cem, IdentityComponentRecoversAlphaZeroOneWhenNoExpertHelps) {
 
 TEST(Cem, IdentityComponentFindsAPartialAdaptation) {
   // The best z' is halfway between the base (z = 1) and expert a: α_0 = 0.5, α_a = 0.5.
-  t2::ExpertSet set;
-  set.domains = {"a", "b"};
-  set.experts = {t2::ExpertVector{std::vector<float>{2.0f, 0.0f, 1.5f, 0.2f, 2.5f, 1.0f}},
-                 t2::ExpertVector{std::vector<float>{0.3f, 1.4f, 0.6f, 2.2f, 0.1f, 3.0f}}};
+  const auto set = two_vector_experts();
   const std::vector<float> target{1.5f, 0.5f, 1.25f, 0.6f, 1.75f, 1.0f};
-  const auto objective = [&](const std::vector<double>& alpha) {
-    const auto z = set.mix(alpha);
-    double d = 0.0;
-    for (std::size_t i = 0; i < target.size(); ++i)
-      d += (z[0][i] - target[i]) * (z[0][i] - target[i]);
-    return -d;
-  };
+  const auto objective = distance_to(set, target);
   t2::CemOptions o;
   o.identity_component = true;
   const auto r = t2::cem_search(2, objective, o);
@@ -203,18 +216,9 @@ TEST(Cem, IdentityComponentFindsAPartialAdaptation) {
 TEST(Cem, RealWeightsFromAnExpertFindAnExtrapolationOutsideTheSimplex) {
   // dispatch.refine's search: α = θ (no simplex), started at expert a (e_a). The best z' lies
   // beyond expert a and away from b: α* = (1.3, -0.2), z' = 1 + 1.3 (z_a - 1) - 0.2 (z_b - 1).
-  t2::ExpertSet set;
-  set.domains = {"a", "b"};
-  set.experts = {t2::ExpertVector{std::vector<float>{2.0f, 0.0f, 1.5f, 0.2f, 2.5f, 1.0f}},
-                 t2::ExpertVector{std::vector<float>{0.3f, 1.4f, 0.6f, 2.2f, 0.1f, 3.0f}}};
+  const auto set = two_vector_experts();
   const auto target = set.mix({1.3, -0.2})[0];
-  const auto objective = [&](const std::vector<double>& alpha) {
-    const auto z = set.mix(alpha);
-    double d = 0.0;
-    for (std::size_t i = 0; i < target.size(); ++i)
-      d += (z[0][i] - target[i]) * (z[0][i] - target[i]);
-    return -d;
-  };
+  const auto objective = distance_to(set, target);
   t2::CemOptions o;
   o.simplex = false;
   o.initial_mean = {1.0, 0.0};
