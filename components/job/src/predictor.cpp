@@ -25,8 +25,9 @@ namespace {
 // model with bfloat16 Linear weights: the adapted matrices are the copy's own float32 matrices
 // (the composed weights U diag(sigma * z) V^T are not bfloat16 values, and rounding them would
 // cost bits per byte), and every other tensor (embeddings, norms, biases, the bfloat16 weights
-// not adapted, lm_head) is shared with the read-only model, never written: with MLP experts the
-// copy holds only the 2 L MLP matrices, 8 MiB for the shipped byte LM instead of 13.8 MiB.
+// not adapted, lm_head unless adapted) is shared with the read-only model, never written: with MLP
+// experts the copy holds only the 2 L MLP matrices, 8 MiB for the shipped byte LM instead of 13.8
+// MiB.
 std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<float>& model,
                                                        const std::vector<std::string>& adapted) {
   if (nn::count_bf16_linear_weights(model) == 0) return t2::copy_model(model);
@@ -56,10 +57,11 @@ std::unique_ptr<nn::TransformerLM<float>> adapted_copy(const nn::TransformerLM<f
     share(to.mlp.up, from.mlp.up);
     share(to.mlp.down, from.mlp.down);
   }
-  for (const auto& name : adapted)
-    own_float(t2::adapted_linear(*copy, name), t2::adapted_linear(model, name));
   copy->norm_f.weight = model.norm_f.weight;
   share(copy->lm_head, model.lm_head);
+  // Last: an adapted matrix (lm_head too, with all+head experts) gets its own float32 weight.
+  for (const auto& name : adapted)
+    own_float(t2::adapted_linear(*copy, name), t2::adapted_linear(model, name));
   return copy;
 }
 
