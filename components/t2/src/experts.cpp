@@ -63,10 +63,8 @@ std::string alpha_key(const std::vector<double>& alpha) {
   return s.str();
 }
 
-}  // namespace
-
-namespace {
 constexpr const char* kHeadName = "lm_head.weight";
+
 }  // namespace
 
 MatrixSet parse_matrix_set(const std::string& name) {

@@ -26,16 +26,42 @@ namespace neat::t2 {
 using config::Schema;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+std::string number_text(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+// The search keys shared by dispatch.cem and dispatch.refine, with `d`'s values as defaults.
+Schema cem_search_keys(const CemOptions& d, const char* std_what) {
+  return Schema::map()
+      .optional("population",
+                Schema::integer(2, 100000).default_value(std::to_string(d.population)),
+                "CEM samples per iteration")
+      .optional("elite_ratio", Schema::number(1e-6, 1).default_value(number_text(d.elite_ratio)),
+                "fraction of the population that refits the Gaussian")
+      .optional("iterations",
+                Schema::integer(1, 100000).default_value(std::to_string(d.iterations)),
+                "CEM iterations")
+      .optional("initial_std", Schema::number(1e-6, 100).default_value(number_text(d.initial_std)),
+                std_what);
+}
+
+void read_cem_search_keys(const YAML::Node& node, CemOptions& o) {
+  if (node["population"]) o.population = node["population"].as<std::int64_t>();
+  if (node["elite_ratio"]) o.elite_ratio = node["elite_ratio"].as<double>();
+  if (node["iterations"]) o.iterations = node["iterations"].as<std::int64_t>();
+  if (node["initial_std"]) o.initial_std = node["initial_std"].as<double>();
+}
+
+}  // namespace
+
 config::Schema T2TrainOptions::schema() {
+  const T2TrainOptions defaults;
   auto cem =
-      Schema::map()
-          .optional("population", Schema::integer(2, 100000).default_value("32"),
-                    "CEM samples per iteration")
-          .optional("elite_ratio", Schema::number(1e-6, 1).default_value("0.2"),
-                    "fraction of the population that refits the Gaussian")
-          .optional("iterations", Schema::integer(1, 100000).default_value("50"), "CEM iterations")
-          .optional("initial_std", Schema::number(1e-6, 100).default_value("0.5"),
-                    "initial std of the search distribution over theta")
+      cem_search_keys(CemOptions{}, "initial std of the search distribution over theta")
           .optional("identity_component", Schema::boolean().default_value("true"),
                     "also weigh z = 1 (the base LM) in the mixture; first sample alpha_0 = 1");
   auto svd =
@@ -103,18 +129,10 @@ config::Schema T2TrainOptions::schema() {
           .optional("cem", cem, "cross-entropy method")
           .optional(
               "refine",
-              Schema::map()
+              cem_search_keys(defaults.refine_cem, "initial std around the class's alpha")
                   .optional("domains", Schema::list(Schema::string()),
                             "expert domains whose alpha --merge refines on the validation split "
-                            "(default none)")
-                  .optional("population", Schema::integer(2, 100000).default_value("12"),
-                            "CEM samples per iteration")
-                  .optional("elite_ratio", Schema::number(1e-6, 1).default_value("0.25"),
-                            "fraction of the population that refits the Gaussian")
-                  .optional("iterations", Schema::integer(1, 100000).default_value("6"),
-                            "CEM iterations")
-                  .optional("initial_std", Schema::number(1e-6, 100).default_value("0.1"),
-                            "initial std around the class's alpha"),
+                            "(default none)"),
               "CEM over real alpha = theta started at each listed expert domain's alpha, scored "
               "by its validation bits per byte (train.eval_bytes)");
   return Schema::map()
@@ -174,18 +192,12 @@ T2TrainOptions T2TrainOptions::load(const std::filesystem::path& file) {
     if (d["expert_scales"]) o.expert_scales = d["expert_scales"].as<std::vector<double>>();
     if (d["fewshot_bytes"]) o.fewshot_bytes = d["fewshot_bytes"].as<std::uint64_t>();
     if (const auto c = d["cem"]) {
-      if (c["population"]) o.cem.population = c["population"].as<std::int64_t>();
-      if (c["elite_ratio"]) o.cem.elite_ratio = c["elite_ratio"].as<double>();
-      if (c["iterations"]) o.cem.iterations = c["iterations"].as<std::int64_t>();
-      if (c["initial_std"]) o.cem.initial_std = c["initial_std"].as<double>();
+      read_cem_search_keys(c, o.cem);
       if (c["identity_component"]) o.cem.identity_component = c["identity_component"].as<bool>();
     }
     if (const auto r = d["refine"]) {
       if (r["domains"]) o.refine_domains = r["domains"].as<std::vector<std::string>>();
-      if (r["population"]) o.refine_cem.population = r["population"].as<std::int64_t>();
-      if (r["elite_ratio"]) o.refine_cem.elite_ratio = r["elite_ratio"].as<double>();
-      if (r["iterations"]) o.refine_cem.iterations = r["iterations"].as<std::int64_t>();
-      if (r["initial_std"]) o.refine_cem.initial_std = r["initial_std"].as<double>();
+      read_cem_search_keys(r, o.refine_cem);
     }
   }
   o.cem.seed = o.seed;
