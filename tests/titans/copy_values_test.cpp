@@ -143,6 +143,53 @@ TEST(TitansCopyValues, InjectionWithReadoutNormGradientMatchesFiniteDifferences)
   EXPECT_EQ(inj.named().back().first, "r_gain");
 }
 
+TEST(TitansCopyValues, GateLevelInputGradientMatchesFiniteDifferences) {
+  // g = sigmoid(x W_g + b_g + l w_level), l = log(mean(r^2) + 1e-8) of the raw readout row.
+  std::mt19937_64 rng(21);
+  titans::MagConfig mc{0, 6, 4, 3};
+  mc.readout_norm = true;
+  mc.gate_level = true;
+  const Tensord x0 = random({2, 3, 6}, rng, 1.0), r0 = random({2, 3, 4}, rng, 0.3);
+  const std::vector<std::int32_t> offsets = {0, 1, 2, 5, 0, 1};
+  auto f = [&](const std::vector<Tensord>& in) {
+    titans::MagInjection<double> inj;
+    inj.config = mc;
+    inj.w_o = in[0], inj.w_g = in[1], inj.b_g = in[2], inj.w_off = in[3], inj.r_gain = in[4];
+    inj.w_level = in[5];
+    return weighted_sum(inj.inject(in[6], in[7], &offsets));
+  };
+  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5),
+                                       random({6, 6}, rng, 0.5),
+                                       random({6}, rng, 0.5),
+                                       random({4, 18}, rng, 0.5),
+                                       random({4}, rng, 1.0),
+                                       random({6}, rng, 0.5),
+                                       x0,
+                                       r0};
+  EXPECT_LT(gradient_relative_error(f, inputs), 1e-6);
+  // w_level = 0 (its start) is the gate without the input; a readout scaled by 10 then moves the
+  // gate by log(100) w_level, while the normalised term stays the same.
+  titans::MagInjection<double> with = titans::MagInjection<double>::init(mc, 2);
+  auto without_config = mc;
+  without_config.gate_level = false;
+  titans::MagInjection<double> without = titans::MagInjection<double>::init(without_config, 2);
+  for (auto* inj : {&with, &without}) inj->w_o = inputs[0], inj->w_off = inputs[3];
+  ASSERT_EQ(with.named().back().first, "w_level");
+  EXPECT_EQ(with.w_level.to_vector(), std::vector<double>(6, 0.0));
+  EXPECT_EQ(with.inject(x0, r0, &offsets).to_vector(),
+            without.inject(x0, r0, &offsets).to_vector());
+  with.w_level = Tensord::full({6}, 1.0);
+  const auto quiet = with.inject(x0, r0, &offsets).to_vector();
+  const auto loud = with.inject(x0, nn::scale(r0, 10.0), &offsets).to_vector();
+  const auto base = x0.to_vector();
+  double moved_quiet = 0, moved_loud = 0;
+  for (std::size_t i = 0; i < base.size(); ++i) {
+    moved_quiet += std::abs(quiet[i] - base[i]);
+    moved_loud += std::abs(loud[i] - base[i]);
+  }
+  EXPECT_GT(moved_loud, moved_quiet);  // a louder readout opens the gate (w_level > 0)
+}
+
 TEST(TitansCopyValues, ReadoutNeverDependsOnATokenAfterItsPatchStart) {
   // Row p may use tokens up to start(p) (the targets of patch p - 1 end there) and nothing
   // later: position start(p) is the first that receives row p and it has seen token start(p).

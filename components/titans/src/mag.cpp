@@ -38,6 +38,7 @@ MagInjection<T> MagInjection<T>::init(const MagConfig& config, std::uint64_t see
   if (config.offsets > 0)
     m.w_off = Tensor<T>::zeros({config.memory_dim, config.offsets * config.model_dim}, true);
   if (config.readout_norm) m.r_gain = Tensor<T>::full({config.memory_dim}, T(1), true);
+  if (config.gate_level) m.w_level = Tensor<T>::zeros({config.model_dim}, true);
   return m;
 }
 
@@ -46,6 +47,7 @@ std::vector<std::pair<std::string, Tensor<T>>> MagInjection<T>::named() const {
   std::vector<std::pair<std::string, Tensor<T>>> out = {{"w_o", w_o}, {"w_g", w_g}, {"b_g", b_g}};
   if (config.offsets > 0) out.emplace_back("w_off", w_off);
   if (config.readout_norm) out.emplace_back("r_gain", r_gain);
+  if (config.gate_level) out.emplace_back("w_level", w_level);
   return out;
 }
 
@@ -61,8 +63,15 @@ Tensor<T> MagInjection<T>::inject(const Tensor<T>& x, const Tensor<T>& readout,
                                 nn::shape_string(readout.shape()));
   }
   const Tensor<T> x2 = nn::reshape(x, {-1, C});
-  const Tensor<T> gate = nn::sigmoid(nn::add(nn::matmul(x2, w_g), b_g));  // (B L, C)
   Tensor<T> r2 = nn::reshape(readout, {-1, d});
+  Tensor<T> gate_logits = nn::add(nn::matmul(x2, w_g), b_g);  // (B L, C)
+  if (config.gate_level) {
+    // ℓ = log(mean(r²) + 1e-8) per row (B L, 1), times w_level (C), broadcast.
+    const Tensor<T> level =
+        nn::log(nn::add_scalar(nn::mean(nn::mul(r2, r2), {1}, true), static_cast<T>(1e-8)));
+    gate_logits = nn::add(gate_logits, nn::mul(level, w_level));
+  }
+  const Tensor<T> gate = nn::sigmoid(gate_logits);
   if (config.readout_norm) r2 = nn::rms_norm(r2, r_gain, T(1e-5));
   Tensor<T> term = nn::matmul(r2, w_o);  // (B L, C)
   if (config.offsets > 0) {
@@ -726,6 +735,7 @@ void save_mag_model(const std::filesystem::path& path, const MagModel& model, nn
   nlohmann::json cfg = config;
   if (model.injection.config.offsets > 0) cfg["mag"]["offsets"] = model.injection.config.offsets;
   if (model.injection.config.readout_norm) cfg["mag"]["readout_norm"] = true;
+  if (model.injection.config.gate_level) cfg["mag"]["gate_level"] = true;
   if (model.values.defined()) {
     cfg["values"] = {
         {"kind", "bytes"}, {"offsets", model.values.offsets}, {"vocab", model.values.vocab}};
@@ -767,6 +777,7 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     mag.memory_dim = config.at("mag").at("memory_dim");
     mag.offsets = config.at("mag").value("offsets", std::int64_t{0});
     mag.readout_norm = config.at("mag").value("readout_norm", false);
+    mag.gate_level = config.at("mag").value("gate_level", false);
     model.patcher.mode = blt::PatchMode::global;
     model.patcher.threshold = config.at("patch_threshold");
     if (config.contains("keys")) {
@@ -821,6 +832,7 @@ MagModel load_mag_model(const std::filesystem::path& path) {
     fill("mag.b_g", model.injection.b_g);
     if (mag.offsets > 0) fill("mag.w_off", model.injection.w_off);
     if (mag.readout_norm) fill("mag.r_gain", model.injection.r_gain);
+    if (mag.gate_level) fill("mag.w_level", model.injection.w_level);
     if (config.contains("values")) {
       const auto& vj = config.at("values");
       if (vj.at("kind") != "bytes") {

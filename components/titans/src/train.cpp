@@ -86,6 +86,9 @@ config::Schema TitansTrainOptions::schema() {
       .optional("readout_norm", Schema::boolean().default_value("false"),
                 "normalise the readout (RMS, learned gain) before the MAG projections (Titans "
                 "§4.2); a fresh model only, a warm start keeps its own")
+      .optional("gate_level", Schema::boolean().default_value("false"),
+                "the MAG gate also reads the readout's level log(mean r^2) (a 'seen before' "
+                "signal), weight starting at 0; a warm start without it gains it")
       .optional("storage", Schema::one_of({"f32", "bf16"}).default_value("f32"),
                 "tensor storage of the saved model (bf16: half the file, rounded to nearest "
                 "even; training stays float32)")
@@ -115,6 +118,7 @@ TitansTrainOptions TitansTrainOptions::load(const std::filesystem::path& file) {
     throw config::ConfigError({issue});
   }
   if (root["readout_norm"]) o.readout_norm = root["readout_norm"].as<bool>();
+  if (root["gate_level"]) o.gate_level = root["gate_level"].as<bool>();
   if (root["storage"]) o.store_bf16 = root["storage"].as<std::string>() == "bf16";
   if (const auto k = root["keys"]) {
     o.keys.sizes = k["ngrams"].as<std::vector<std::int64_t>>();
@@ -208,8 +212,8 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
       if (mc.depth == 1) fresh.m0[0] = Tensor<float>::zeros({mc.dim, mc.dim}, true);
     }
     model.memory = std::make_unique<NeuralMemory<float>>(mc, std::move(fresh));
-    model.injection =
-        MagInjection<float>::init({o.layer, lc.dim, mc.dim, o.offsets, o.readout_norm}, o.seed + 1);
+    model.injection = MagInjection<float>::init(
+        {o.layer, lc.dim, mc.dim, o.offsets, o.readout_norm, o.gate_level}, o.seed + 1);
     if (o.byte_values)
       model.values = ByteValues<float>::init(o.offsets, lc.vocab_size, mc.input_dim, o.seed + 2);
   } else {
@@ -246,6 +250,17 @@ nlohmann::json train_titans(const TitansTrainOptions& o, std::ostream& progress)
     for (auto* t : {&model.injection.w_o, &model.injection.w_g, &model.injection.b_g})
       *t = leaf(*t);
     if (ic.readout_norm) model.injection.r_gain = leaf(model.injection.r_gain);
+    // A model without the gate's level input gains it (w_level = 0: the same gate); one with
+    // it keeps it.
+    if (ic.gate_level && !o.gate_level) {
+      throw std::invalid_argument("titans train: init " + o.init_model.string() +
+                                  " has gate_level; set gate_level: true");
+    }
+    model.injection.config.gate_level = o.gate_level;
+    if (o.gate_level) {
+      model.injection.w_level =
+          ic.gate_level ? leaf(init.injection.w_level) : Tensor<float>::zeros({lc.dim}, true);
+    }
     // A model without per-offset projections or byte values gains them (w_off = 0, a fresh
     // table): the memory, keys, queries, gates and W_o carry over.
     const std::int64_t have = ic.offsets;

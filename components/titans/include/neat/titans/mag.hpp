@@ -50,23 +50,31 @@ struct MagConfig {
   /// normalised with learnable vector-valued weights): r̂ = r / sqrt(mean(r²) + 1e-5) ⊙ γ, γ (d)
   /// learned, starting at 1. Without it (the first models) r enters as read.
   bool readout_norm = false;
+  /// The gate also reads the readout's level ("seen before"): g = sigmoid(x W_g + b_g + ℓ w_ℓ),
+  /// ℓ = log(mean(r²) + 1e-8) of the raw readout row (before the normalisation), w_ℓ (C)
+  /// learned, starting at 0 (the gate of a model without it). A linear memory with
+  /// near-orthogonal keys returns r ≈ 0 for a context it has not stored, and the readout
+  /// normalisation hides exactly that from the projections.
+  bool gate_level = false;
 };
 
 /// The injection's learned parameters: w_o (d, C), w_g (C, C), b_g (C), when
 /// config.offsets = K > 0, w_off (d, K C): block o (columns [o C, (o + 1) C)) is W_off[o], and
-/// when config.readout_norm, r_gain (d), the γ of the readout normalisation.
+/// when config.readout_norm, r_gain (d), the γ of the readout normalisation, and when
+/// config.gate_level, w_level (C), the gate's weight of the readout level ℓ.
 template <typename T>
 struct MagInjection {
   MagConfig config;
-  nn::Tensor<T> w_o, w_g, b_g, w_off, r_gain;
+  nn::Tensor<T> w_o, w_g, b_g, w_off, r_gain, w_level;
 
-  /// w_o = 0 and w_off = 0 (the injection starts as the identity), w_g N(0, 1/C), b_g = 0;
-  /// leaves with requires_grad.
+  /// w_o = 0 and w_off = 0 (the injection starts as the identity), w_g N(0, 1/C), b_g = 0,
+  /// r_gain = 1, w_level = 0; leaves with requires_grad.
   static MagInjection init(const MagConfig& config, std::uint64_t seed);
-  /// {"w_o", "w_g", "b_g"} (and "w_off" when K > 0, "r_gain" with readout_norm) with their
-  /// tensors.
+  /// {"w_o", "w_g", "b_g"} (and "w_off" when K > 0, "r_gain" with readout_norm, "w_level" with
+  /// gate_level) with their tensors.
   std::vector<std::pair<std::string, nn::Tensor<T>>> named() const;
-  /// x + sigmoid(x W_g + b_g) ⊙ (r W_o + r W_off[o]) (r -> r̂ with readout_norm):
+  /// x + sigmoid(x W_g + b_g [+ ℓ w_level]) ⊙ (r W_o + r W_off[o]) (r -> r̂ with readout_norm;
+  /// ℓ = log(mean(r²) + 1e-8) with gate_level):
   /// x (B, L, C), r (B, L, d) -> (B, L, C);
   /// offsets (B L values, row-major, >= 0; values >= K use block K - 1) are required when
   /// K > 0 and ignored otherwise. Differentiable in x, r and the parameters. Throws

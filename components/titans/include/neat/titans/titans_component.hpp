@@ -4,11 +4,11 @@
 // chunk into the memory, after asking the coordinator for the step (test-time learning under
 // grants; theta is scaled by the granted learning rate / lr_reference). Two forms:
 //  - memory shape from the YAML keys: y_p = M*(q_p), chunks of the latents x_p (eq. 12-18);
-//  - `model:` a trained MAG model (models/titans/mag_ngram.ckpt or mag.ckpt, titans/mag.hpp): the memory's
-//    parameters and shape from the file, readout r_p = M*(q(x_{p-1})) of the associations
-//    x_j -> x_{j+1} ("what followed this context"; MagStream), which blt_predict injects through
-//    the model's gate — the main job's "+Titans" variant. A model with byte ("copy") values
-//    also reads the slice's patch lengths and tokens from blt.patches.
+//  - `model:` a trained MAG model (models/titans/mag_ngram.ckpt or mag.ckpt, titans/mag.hpp):
+//    the memory's parameters and shape from the file, readout r_p = M*(q(x_{p-1})) of the
+//    associations x_j -> x_{j+1} ("what followed this context"; MagStream), which blt_predict
+//    injects through the model's gate — the main job's "+Titans" variant. A model with byte
+//    ("copy") values also reads the slice's patch lengths and tokens from blt.patches.
 // Statistics (`titans.stats`) at the end of every document and of the stream.
 // Invariants: learning uses the component's own loss only; bad input (a slice without a
 // well-formed "latents" tensor, non-finite values) is rejected with a PayloadError, counted, and

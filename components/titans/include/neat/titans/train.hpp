@@ -37,6 +37,8 @@ struct TitansTrainOptions {
   NgramKeys keys;
   /// YAML `readout_norm`: MagConfig::readout_norm (a fresh model only; a warm start keeps its).
   bool readout_norm = false;
+  /// YAML `gate_level`: MagConfig::gate_level (a warm start without it gains w_level = 0).
+  bool gate_level = false;
   /// YAML `storage`: tensors of the saved model in f32 (default) or bf16 (half the file; the
   /// training itself stays in float32).
   bool store_bf16 = false;
