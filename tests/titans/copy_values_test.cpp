@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 #include "../nn/gradcheck.hpp"
 #include "neat/nn/ops.hpp"
@@ -33,6 +34,49 @@ Tensord readouts(const titans::NeuralMemory<double>& memory,
       titans::target_byte_ids(d.tokens, d.starts, 0, P, values.offsets, values.vocab), P);
   return titans::mag_readouts(memory, latents, true, nullptr, &v);
 }
+
+// A MagInjection (C = 6, d = 4, K = 3 in the tests) over x (2, 3, 6) and r (2, 3, 4) with random
+// parameters in named() order, and the relative error of its gradient in every parameter, x and
+// r against central finite differences.
+struct InjectionCase {
+  titans::MagConfig config;
+  std::vector<Tensord> params;  // w_o, w_g, b_g, w_off, [r_gain], [w_level]
+  Tensord x, r;
+  std::vector<std::int32_t> offsets = {0, 1, 2, 5, 0, 1};
+
+  static titans::MagInjection<double> injection(const titans::MagConfig& mc,
+                                                const std::vector<Tensord>& p) {
+    titans::MagInjection<double> inj;
+    inj.config = mc;
+    std::size_t i = 0;
+    inj.w_o = p[i++], inj.w_g = p[i++], inj.b_g = p[i++], inj.w_off = p[i++];
+    if (mc.readout_norm) inj.r_gain = p[i++];
+    if (mc.gate_level) inj.w_level = p[i++];
+    return inj;
+  }
+
+  InjectionCase(const titans::MagConfig& mc, std::uint64_t seed) : config(mc) {
+    std::mt19937_64 rng(seed);
+    x = random({2, 3, 6}, rng, 1.0);
+    r = random({2, 3, 4}, rng, 0.3);
+    params = {random({4, 6}, rng, 0.5), random({6, 6}, rng, 0.5), random({6}, rng, 0.5),
+              random({4, 18}, rng, 0.5)};
+    if (mc.readout_norm) params.push_back(random({4}, rng, 1.0));
+    if (mc.gate_level) params.push_back(random({6}, rng, 0.5));
+  }
+
+  double gradient_error() const {
+    auto inputs = params;
+    inputs.push_back(x);
+    inputs.push_back(r);
+    const std::size_t n = params.size();
+    auto f = [&](const std::vector<Tensord>& in) {
+      const std::vector<Tensord> p(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(n));
+      return weighted_sum(injection(config, p).inject(in[n], in[n + 1], &offsets));
+    };
+    return gradient_relative_error(f, inputs);
+  }
+};
 
 }  // namespace
 
@@ -112,25 +156,11 @@ TEST(TitansCopyValues, InjectionWithOffsetsGradientMatchesFiniteDifferences) {
 
 TEST(TitansCopyValues, InjectionWithReadoutNormGradientMatchesFiniteDifferences) {
   // r̂ = r / sqrt(mean(r^2) + 1e-5) * gamma before the projections (Titans §4.2).
-  std::mt19937_64 rng(18);
   titans::MagConfig mc{0, 6, 4, 3};
   mc.readout_norm = true;
-  const Tensord x0 = random({2, 3, 6}, rng, 1.0), r0 = random({2, 3, 4}, rng, 0.3);
-  const std::vector<std::int32_t> offsets = {0, 1, 2, 5, 0, 1};
-  auto f = [&](const std::vector<Tensord>& in) {
-    titans::MagInjection<double> inj;
-    inj.config = mc;
-    inj.w_o = in[0], inj.w_g = in[1], inj.b_g = in[2], inj.w_off = in[3], inj.r_gain = in[4];
-    return weighted_sum(inj.inject(in[5], in[6], &offsets));
-  };
-  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5),
-                                       random({6, 6}, rng, 0.5),
-                                       random({6}, rng, 0.5),
-                                       random({4, 18}, rng, 0.5),
-                                       random({4}, rng, 1.0),
-                                       x0,
-                                       r0};
-  EXPECT_LT(gradient_relative_error(f, inputs), 1e-6);
+  const InjectionCase c(mc, 18);
+  EXPECT_LT(c.gradient_error(), 1e-6);
+  const auto& [x0, r0, offsets, inputs] = std::tie(c.x, c.r, c.offsets, c.params);
   // A readout scaled by 10 injects the same term (up to the epsilon); gamma = 0 injects nothing.
   titans::MagInjection<double> inj = titans::MagInjection<double>::init(mc, 2);
   inj.w_o = inputs[0], inj.w_off = inputs[3];
@@ -145,28 +175,12 @@ TEST(TitansCopyValues, InjectionWithReadoutNormGradientMatchesFiniteDifferences)
 
 TEST(TitansCopyValues, GateLevelInputGradientMatchesFiniteDifferences) {
   // g = sigmoid(x W_g + b_g + l w_level), l = log(mean(r^2) + 1e-8) of the raw readout row.
-  std::mt19937_64 rng(21);
   titans::MagConfig mc{0, 6, 4, 3};
   mc.readout_norm = true;
   mc.gate_level = true;
-  const Tensord x0 = random({2, 3, 6}, rng, 1.0), r0 = random({2, 3, 4}, rng, 0.3);
-  const std::vector<std::int32_t> offsets = {0, 1, 2, 5, 0, 1};
-  auto f = [&](const std::vector<Tensord>& in) {
-    titans::MagInjection<double> inj;
-    inj.config = mc;
-    inj.w_o = in[0], inj.w_g = in[1], inj.b_g = in[2], inj.w_off = in[3], inj.r_gain = in[4];
-    inj.w_level = in[5];
-    return weighted_sum(inj.inject(in[6], in[7], &offsets));
-  };
-  const std::vector<Tensord> inputs = {random({4, 6}, rng, 0.5),
-                                       random({6, 6}, rng, 0.5),
-                                       random({6}, rng, 0.5),
-                                       random({4, 18}, rng, 0.5),
-                                       random({4}, rng, 1.0),
-                                       random({6}, rng, 0.5),
-                                       x0,
-                                       r0};
-  EXPECT_LT(gradient_relative_error(f, inputs), 1e-6);
+  const InjectionCase c(mc, 21);
+  EXPECT_LT(c.gradient_error(), 1e-6);
+  const auto& [x0, r0, offsets, inputs] = std::tie(c.x, c.r, c.offsets, c.params);
   // w_level = 0 (its start) is the gate without the input; a readout scaled by 10 then moves the
   // gate by log(100) w_level, while the normalised term stays the same.
   titans::MagInjection<double> with = titans::MagInjection<double>::init(mc, 2);

@@ -272,9 +272,10 @@ TEST(TitansNgramKeys, ModelFileWithKeysRoundTripsInF32AndBf16AndInvalidKeysAreRe
   titans::MagModel m;
   m.memory_config = c;
   m.memory = std::make_unique<titans::NeuralMemory<float>>(c);
-  m.injection = titans::MagInjection<float>::init({1, 3, 4, 0, true}, 3);
+  m.injection = titans::MagInjection<float>::init({1, 3, 4, 0, true, true}, 3);
   std::mt19937_64 rng(4);
   m.injection.r_gain = nn::Tensorf::randn({4}, rng, 1.0f, 1.0f, true);
+  m.injection.w_level = nn::Tensorf::randn({3}, rng, 0.0f, 1.0f, true);
   m.keys = keys_of({2, 3}, 4);
   EXPECT_EQ(m.latent_dim(), 3);
   const auto dir = std::filesystem::temp_directory_path() / "neat_titans_ngram_test";
@@ -287,6 +288,8 @@ TEST(TitansNgramKeys, ModelFileWithKeysRoundTripsInF32AndBf16AndInvalidKeysAreRe
   EXPECT_EQ(back.memory->params().w_k.to_vector(), m.memory->params().w_k.to_vector());
   EXPECT_TRUE(back.injection.config.readout_norm);
   EXPECT_EQ(back.injection.r_gain.to_vector(), m.injection.r_gain.to_vector());
+  EXPECT_TRUE(back.injection.config.gate_level);
+  EXPECT_EQ(back.injection.w_level.to_vector(), m.injection.w_level.to_vector());
   titans::save_mag_model(file, m, nn::DType::bf16);
   back = titans::load_mag_model(file);
   const auto a = m.memory->params().w_k.to_vector(), b = back.memory->params().w_k.to_vector();
