@@ -212,6 +212,16 @@ namespace {
 // of the expert itself, not of the runtime's adaptive precision.
 const ComposeOptions kExact{1.0};
 
+// Bits per byte of `docs` (at most max_bytes; 0: all) under the mixture z' = mix(alpha) of `set`,
+// its exact weights written into `adapted` first.
+double mixture_bits_per_byte(const ModelFactors& factors, const ExpertSet& set,
+                             const std::vector<double>& alpha, nn::TransformerLM<float>& adapted,
+                             const std::vector<std::vector<std::uint8_t>>& docs,
+                             std::uint64_t max_bytes) {
+  apply_weights(factors, compose_all(factors, set.mix(alpha), kExact), adapted);
+  return blt::bits_per_byte(adapted, docs, max_bytes);
+}
+
 std::string file_sha256(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + file.string());
@@ -295,6 +305,8 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
                                      o.steps)
           : 0;
   std::vector<std::vector<double>> z_sum;
+  if (averaged > 0)
+    for (const auto& t : z) z_sum.emplace_back(static_cast<std::size_t>(t.numel()), 0.0);
   for (std::int64_t step = 0; step < o.steps; ++step) {
     {
       nn::NoGradGuard no_grad;
@@ -332,10 +344,8 @@ DomainRun train_domain(const T2TrainOptions& o, const nn::TransformerLM<float>& 
     opt.step();
     schedule.advance();
     if (step >= o.steps - averaged) {
-      if (z_sum.empty()) z_sum.resize(z.size());
       for (std::size_t m = 0; m < z.size(); ++m) {
         const auto v = z[m].to_vector();
-        z_sum[m].resize(v.size(), 0.0);
         for (std::size_t i = 0; i < v.size(); ++i) z_sum[m][i] += v[i];
       }
     }
@@ -399,15 +409,13 @@ nlohmann::json fewshot_mixture(const T2TrainOptions& o, const data::Manifest& ma
                                          std::min<std::uint64_t>(doc.size(), o.fewshot_bytes)));
   }
   const auto objective = [&](const std::vector<double>& a) {
-    apply_weights(factors, compose_all(factors, set.mix(a), kExact), adapted);
-    return -blt::bits_per_byte(adapted, shots);
+    return -mixture_bits_per_byte(factors, set, a, adapted, shots, 0);
   };
   const double base_shots = blt::bits_per_byte(base, shots);
   const auto cem = cem_search(set.domains.size(), objective, o.cem);
   const auto val = split_bytes(manifest, domain, data::Split::kVal);
   const double base_bpb = blt::bits_per_byte(base, val, o.eval_bytes);
-  apply_weights(factors, compose_all(factors, set.mix(cem.alpha), kExact), adapted);
-  const double mix_bpb = blt::bits_per_byte(adapted, val, o.eval_bytes);
+  const double mix_bpb = mixture_bits_per_byte(factors, set, cem.alpha, adapted, val, o.eval_bytes);
   alpha = cem.alpha;
   const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
   progress << "t2 few-shot " << domain << ": CEM " << cem.evaluations
@@ -662,8 +670,7 @@ nlohmann::json refine_alphas(const T2TrainOptions& o, const data::Manifest& mani
     const auto t_start = Clock::now();
     const auto val = split_bytes(manifest, domain, data::Split::kVal);
     const auto score = [&](const std::vector<double>& a) {
-      apply_weights(factors, compose_all(factors, set.mix(a), kExact), adapted);
-      return blt::bits_per_byte(adapted, val, o.eval_bytes);
+      return mixture_bits_per_byte(factors, set, a, adapted, val, o.eval_bytes);
     };
     auto cem_options = o.refine_cem;
     const auto start = set.classes[d].alpha;
@@ -777,8 +784,7 @@ nlohmann::json merge_experts(const T2TrainOptions& o,
       for (const double s : o.expert_scales) {
         std::vector<double> alpha(set.domains.size(), 0.0);
         alpha[d] = s;
-        apply_weights(factors, compose_all(factors, set.mix(alpha), kExact), *adapted);
-        const double bpb = blt::bits_per_byte(*adapted, val, o.eval_bytes);
+        const double bpb = mixture_bits_per_byte(factors, set, alpha, *adapted, val, o.eval_bytes);
         tried[std::to_string(s)] = bpb;
         progress << "t2: merge: " << set.domains[d] << " strength " << s << ": val bits/byte "
                  << bpb << "\n";
@@ -877,8 +883,7 @@ nlohmann::json evaluate(const T2EvalOptions& o, std::ostream& progress) {
     double base_bpb = 0.0, expert_bpb = 0.0;
     if (!o.id_only) {
       base_bpb = blt::bits_per_byte(*base, docs, o.eval_bytes);
-      apply_weights(factors, compose_all(factors, experts.mix(cls.alpha), kExact), *adapted);
-      expert_bpb = blt::bits_per_byte(*adapted, docs, o.eval_bytes);
+      expert_bpb = mixture_bits_per_byte(factors, experts, cls.alpha, *adapted, docs, o.eval_bytes);
     }
     const double accuracy = docs.empty() ? 0.0 : double(correct) / double(docs.size());
     const double ratio = expert_bpb / base_bpb;
